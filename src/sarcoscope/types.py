@@ -288,3 +288,37 @@ class Measurements:
     vat_sat_ratio: float | None = None
     flags: tuple[Flag, ...] = ()
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SegmenterInfo:
+    """Which segmenter produced the labels: goes into every result and DICOM output."""
+
+    name: str
+    version: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisResult:
+    """The whole outcome of ``pipeline.analyze``: what every exporter (JSON, CSV, NIfTI, SEG,
+    SR, key image) and the PACS side consume. One ``LabelMap`` and one ``Measurements`` per
+    analysed slice, in the order of ``choice.indices``.
+    """
+
+    volume: CTVolume
+    choice: SliceChoice
+    label_maps: tuple[LabelMap, ...]
+    measurements: tuple[Measurements, ...]
+    segmenter: SegmenterInfo
+    reference: str  # key of the cut-off reference used (references.REFERENCES)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.choice.indices)
+        if len(self.label_maps) != n or len(self.measurements) != n:
+            raise ValueError(
+                f"AnalysisResult needs one label map and one measurement per slice: {n} slices, "
+                f"{len(self.label_maps)} label maps, {len(self.measurements)} measurements"
+            )

@@ -1,0 +1,1 @@
+"""Pictures a clinician checks: overlay.png and spine.png."""
