@@ -1,1 +1,36 @@
-"""sarcoscope.phantom"""
+"""sarcoscope.phantom: synthetic abdominal CT with exact ground-truth tissue labels.
+
+Used by the demo, the unit tests, the L3-finder evaluation, the benchmarks and as the
+training data of the segmentation model. See docs/phantom.md.
+
+    >>> from sarcoscope.phantom import PhantomParams, make_slice
+    >>> s = make_slice(PhantomParams(seed=1), level="L3")
+    >>> s.hu.shape, s.labels.max() <= 4
+    ((512, 512), True)
+"""
+
+from .params import SLICE_LEVELS, PhantomParams, SpineParams, random_params, random_spine
+from .slice import PhantomSlice, make_slice
+from .structures import S as Structure
+from .structures import tissue_labels
+from .volume import COVERAGES, PhantomVolume, make_volume
+from .writers import TRANSFER_SYNTAXES, make_demo_study, write_dicom_series, write_nifti
+
+__all__ = [
+    "COVERAGES",
+    "SLICE_LEVELS",
+    "TRANSFER_SYNTAXES",
+    "PhantomParams",
+    "PhantomSlice",
+    "PhantomVolume",
+    "SpineParams",
+    "Structure",
+    "make_demo_study",
+    "make_slice",
+    "make_volume",
+    "random_params",
+    "random_spine",
+    "tissue_labels",
+    "write_dicom_series",
+    "write_nifti",
+]

@@ -1,0 +1,143 @@
+"""Wall time and peak memory of ``sarcoscope analyze`` on a 512×512×N phantom DICOM series.
+
+What it measures (median of ``--repeats`` runs, each in the same warm process, after one
+untimed warm-up run that pays the imports and the model load):
+
+* whole series, L3 found automatically: read / locate / segment / measure / write (the
+  stages ``pipeline.analyze`` times, plus writing result.json + overlay.png (+ spine.png)
+  exactly as the CLI does);
+* one given slice (``--slices K``, K = the phantom's true L3 slice): the same split.
+
+Peak memory: each case once more in a fresh child process (``multiprocessing`` spawn, so it
+also runs on Windows), reporting ``ru_maxrss`` (Linux/macOS; the peak RSS of that process)
+after the imports and after the analysis, beside the size of the HU array for scale.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_analyze.py [--slices-n 300] [--repeats 5] [--segmenter baseline]
+
+The phantom series is generated once into a cache folder (``--cache``; default a temp dir).
+The machine is shared: numbers vary run to run; the median and the spread are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STAGES = ("read", "locate", "segment", "measure", "write")
+
+
+def make_series(cache: Path, n_slices: int, seed: int) -> tuple[Path, int]:
+    """Write (or reuse) the phantom DICOM series; return its folder and true L3 index."""
+    import numpy as np
+
+    from sarcoscope import phantom
+
+    folder = cache / f"phantom-512x512x{n_slices}-seed{seed}"
+    meta = folder / "bench-meta.json"
+    if meta.is_file():
+        return folder / "dicom", int(json.loads(meta.read_text())["l3_index"])
+    folder.mkdir(parents=True, exist_ok=True)
+    params = phantom.random_params(np.random.default_rng(seed), matrix=(512, 512))
+    t0 = time.perf_counter()
+    ph = phantom.make_volume(params, coverage="abdomen-pelvis", n_slices=n_slices)
+    t1 = time.perf_counter()
+    phantom.write_dicom_series(ph.volume, folder / "dicom")
+    t2 = time.perf_counter()
+    print(f"phantom: generated in {t1 - t0:.1f} s, DICOM written in {t2 - t1:.1f} s", flush=True)
+    if ph.l3_index is None:
+        raise SystemExit("phantom has no L3 in range; choose another --seed")
+    meta.write_text(json.dumps({"l3_index": ph.l3_index, "shape": list(ph.volume.hu.shape)}))
+    return folder / "dicom", int(ph.l3_index)
+
+
+def run_once(series: Path, out: Path, slices: str | None, segmenter: str | None) -> dict[str, float]:
+    from sarcoscope.cli.analyze import write_outputs
+    from sarcoscope.pipeline import analyze
+    from sarcoscope.settings import AnalysisSettings
+
+    t0 = time.perf_counter()
+    result = analyze(series, AnalysisSettings(slices=slices, segmenter=segmenter))  # type: ignore[arg-type]
+    written = write_outputs(result, out_dir=out)
+    total = time.perf_counter() - t0
+    timings = dict(result.timings_s)
+    timings["write"] = written.write_s
+    timings["total"] = total
+    timings["slice"] = float(result.choice.indices[0])
+    return timings
+
+
+def _child(series: str, out: str, slices: str | None, segmenter: str | None, queue) -> None:
+    import resource
+
+    import sarcoscope.cli.analyze  # noqa: F401  (imports counted in the baseline RSS)
+    import sarcoscope.pipeline  # noqa: F401
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run_once(Path(series), Path(out), slices, segmenter)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    queue.put((before * scale / 2**20, after * scale / 2**20))
+
+
+def peak_memory(series: Path, out: Path, slices: str | None, segmenter: str | None):
+    if sys.platform == "win32":
+        return None
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(str(series), str(out), slices, segmenter, q))
+    p.start()
+    result = q.get(timeout=600)
+    p.join()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--slices-n", type=int, default=300, help="number of slices (default 300)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--segmenter", choices=("baseline", "model"), default=None,
+                    help="default: what analyze uses by default")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sarcoscope-bench")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args()
+
+    import numpy as np
+
+    series, l3 = make_series(args.cache, args.slices_n, args.seed)
+    n_files = len(list(series.glob("*")))
+    hu_mb = args.slices_n * 512 * 512 * 2 / 2**20
+    print(f"series: {series} ({n_files} files), true L3 slice {l3}; HU array {hu_mb:.0f} MiB int16")
+    report: dict[str, object] = {"n_slices": args.slices_n, "repeats": args.repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        for case, slices in (("whole series (auto L3)", None), (f"one given slice (--slices {l3})", str(l3))):
+            run_once(series, out, slices, args.segmenter)  # warm-up: imports, model load, page cache
+            runs = [run_once(series, out, slices, args.segmenter) for _ in range(args.repeats)]
+            med = {k: statistics.median(r[k] for r in runs) for k in (*STAGES, "total")}
+            spread = (min(r["total"] for r in runs), max(r["total"] for r in runs))
+            mem = peak_memory(series, out, slices, args.segmenter)
+            print(f"\n{case}: analysed slice {int(runs[0]['slice'])}")
+            print(f"  median total {med['total']:.3f} s  (min {spread[0]:.3f}, max {spread[1]:.3f}, n={len(runs)})")
+            print("  " + "  ".join(f"{k} {med[k]:.3f}" for k in STAGES))
+            if mem is not None:
+                print(f"  peak RSS {mem[1]:.0f} MiB (after imports {mem[0]:.0f} MiB; "
+                      f"+{mem[1] - mem[0]:.0f} MiB for the analysis = {(mem[1] - mem[0]) / hu_mb:.1f}× the HU array)")
+            report[case] = {"median_s": med, "min_total_s": spread[0], "max_total_s": spread[1],
+                            "peak_rss_mib": None if mem is None else {"after_imports": mem[0], "peak": mem[1]},
+                            "slice": int(runs[0]["slice"])}
+    report["numpy"] = np.__version__
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""``sarcoscope pacs echo|find|analyze`` and ``sarcoscope node``: the hospital side.
+
+Composition lives here (the pacs package moves bytes; the pipeline analyses; the exporters write
+DICOM): ``run_pacs_analysis`` = query → choose the CT series → retrieve only it → analyse exactly
+like ``sarcoscope analyze`` → write SEG + SR + key image into the original study → optionally
+send them back. ``analyse_folder`` is also what the node runs for each received study.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from sarcoscope.pacs.audit import AuditLog
+    from sarcoscope.pacs.config import LocalNode, PacsNode
+    from sarcoscope.settings import AnalysisSettings
+    from sarcoscope.types import AnalysisResult
+
+log = logging.getLogger(__name__)
+
+
+class Via(str, enum.Enum):
+    get = "get"
+    move = "move"
+    wado = "wado"
+
+
+class SendVia(str, enum.Enum):
+    store = "store"
+    stow = "stow"
+
+
+# ------------------------------------------------------------------------------ composition
+@dataclass
+class PacsRun:
+    """What one ``pacs analyze`` did, with the time of each step (seconds)."""
+
+    study_uid: str
+    series_uid: str
+    result: "AnalysisResult"
+    files: list[Path]
+    stored_uids: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    n_retrieved: int = 0
+
+
+def write_dicom_results(result: "AnalysisResult", out_dir: Path) -> list[Path]:
+    """overlay.png + result.json (as ``analyze``) and the DICOM SEG, SR and key image."""
+    from sarcoscope.cli.analyze import write_outputs
+    from sarcoscope.export.dicom_seg import build_seg, save_dataset, source_headers
+    from sarcoscope.export.dicom_sr import build_sr
+    from sarcoscope.export.secondary_capture import build_secondary_capture
+
+    out_dir = Path(out_dir)
+    write_outputs(result, out_dir=out_dir)
+    headers = source_headers(result)
+    seg = build_seg(result, headers)
+    sr = build_sr(result, seg, headers)
+    sc = build_secondary_capture(result, out_dir / "overlay.png", headers)
+    return [
+        save_dataset(seg, out_dir / "seg.dcm"),
+        save_dataset(sr, out_dir / "sr.dcm"),
+        save_dataset(sc, out_dir / "keyimage.dcm"),
+    ]
+
+
+def analyse_folder(folder: Path, settings: "AnalysisSettings", out_dir: Path) -> tuple["AnalysisResult", list[Path]]:
+    """Analyse the series in ``folder`` exactly like ``sarcoscope analyze`` and write the DICOM results."""
+    from sarcoscope.pipeline import analyze
+
+    result = analyze(Path(folder), settings)
+    return result, write_dicom_results(result, out_dir)
+
+
+def run_pacs_analysis(
+    node: "PacsNode",
+    local: "LocalNode",
+    settings: "AnalysisSettings",
+    *,
+    study_uid: str | None = None,
+    accession: str | None = None,
+    via: str = "get",
+    send_back: bool = False,
+    send_via: str = "store",
+    out_dir: Path | None = None,
+    keep_images: bool = False,
+    audit: "AuditLog | None" = None,
+) -> PacsRun:
+    from sarcoscope.pacs import dimse, web, workflow
+    from sarcoscope.pacs.audit import AuditLog
+    from sarcoscope.pacs.uids import short_hash, uid_path
+
+    audit = audit or AuditLog(local.audit_path)
+    timings: dict[str, float] = {}
+    audit.record("request", node=node.name, study_uid=study_uid or "",
+                 accession_sha256=short_hash(accession) if accession else "", via=via, send_back=send_back)
+    t0 = time.perf_counter()
+    if study_uid is None and accession and via == "wado":
+        found = web.qido_studies(node, dimse.StudyQuery(accession=accession))
+        uids = sorted({r.study_uid for r in found})
+        if len(uids) != 1:
+            from sarcoscope.errors import PacsError
+
+            raise PacsError(f"{len(uids)} studies on {node.dicomweb_url} match the accession number given; "
+                            "need exactly one (use --study UID)")
+        study = uids[0]
+    else:
+        study = dimse.resolve_study(node, local.ae_title, study_uid=study_uid, accession=accession)
+    series = workflow.choose_series(workflow.list_series(node, local, study, via), study)
+    timings["query"] = time.perf_counter() - t0
+    log.info("study %s: analysing %s", study, series.describe())
+
+    images_root = Path(local.work_dir) / "images"
+    t0 = time.perf_counter()
+    stats = workflow.retrieve_series(node, local, series, images_root, via)
+    timings["retrieve"] = time.perf_counter() - t0
+    audit.record("retrieved", node=node.name, study_uid=study, series_uid=series.series_uid,
+                 n_files=stats.n_files, bytes=stats.n_bytes, via=via)
+    try:
+        t0 = time.perf_counter()
+        out = Path(out_dir) if out_dir is not None else uid_path(Path(local.work_dir) / "results", study)
+        try:
+            result, files = analyse_folder(stats.folder, settings, out)
+        except Exception as exc:
+            audit.record("analysis-failed", study_uid=study, series_uid=series.series_uid, error=str(exc)[:500])
+            raise
+        timings["analyse"] = time.perf_counter() - t0
+        audit.record("analysed", study_uid=study, series_uid=series.series_uid,
+                     slices=list(result.choice.indices), outputs=[f.name for f in files])
+        run = PacsRun(study, series.series_uid, result, files, timings_s=timings, n_retrieved=stats.n_files)
+        if send_back:
+            t0 = time.perf_counter()
+            run.stored_uids = workflow.send_files(node, local, files, send_via)
+            timings["send"] = time.perf_counter() - t0
+            audit.record("sent", node=node.name, study_uid=study, via=send_via, sop_instance_uids=run.stored_uids)
+        return run
+    finally:
+        if not keep_images:
+            shutil.rmtree(stats.folder, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ options
+def _load(config: Path | None, node_name: str | None, host, port, aet, dicomweb_url, calling_aet, local_port=None,
+          work_dir=None):
+    from sarcoscope.pacs.config import load_config, local_with_overrides, node_with_overrides
+
+    cfg = load_config(config)
+    node = node_with_overrides(cfg, node_name, host=host, port=port, ae_title=aet,
+                               dicomweb_url=dicomweb_url) if node_name else None
+    local = local_with_overrides(cfg, ae_title=calling_aet, port=local_port, work_dir=work_dir)
+    return cfg, node, local
+
+
+CONFIG_OPT = typer.Option(None, "--config", help="sarcoscope.toml (default: the user's config folder).")
+HOST_OPT = typer.Option(None, "--host", help="Override the node's host.")
+PORT_OPT = typer.Option(None, "--port", help="Override the node's DICOM port.")
+AET_OPT = typer.Option(None, "--aet", help="Override the node's (called) AE title.")
+WEB_OPT = typer.Option(None, "--dicomweb-url", help="Override the node's DICOMweb base URL.")
+CALLING_OPT = typer.Option(None, "--calling-aet", help="Our AE title (default [local] ae_title).")
+
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    # Piped output (scripts, logs) gets wide tables instead of truncated UIDs.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+
+
+def echo_command(
+    node: str = typer.Argument(..., help="Node name from the configuration."),
+    config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
+    aet: Optional[str] = AET_OPT, calling_aet: Optional[str] = CALLING_OPT,
+) -> None:
+    """C-ECHO a PACS node: checks network, AE titles and that it answers."""
+    from sarcoscope.pacs.audit import AuditLog
+    from sarcoscope.pacs.dimse import echo
+
+    _, pnode, local = _load(config, node, host, port, aet, None, calling_aet)
+    ms = echo(pnode, local.ae_title)
+    AuditLog(local.audit_path).record("echo", node=pnode.name, ms=round(ms, 1))
+    _console().print(f"C-ECHO {pnode.describe()} from {local.ae_title}: OK in {ms:.0f} ms")
+
+
+def find_command(
+    node: str = typer.Argument(..., help="Node name from the configuration."),
+    patient_id: Optional[str] = typer.Option(None, "--patient-id"),
+    accession: Optional[str] = typer.Option(None, "--accession"),
+    date_range: Optional[str] = typer.Option(None, "--date-range", help="YYYYMMDD-YYYYMMDD (either end may be empty)."),
+    modality: Optional[str] = typer.Option(None, "--modality", help="e.g. CT"),
+    web: bool = typer.Option(False, "--web", help="Query by QIDO-RS instead of C-FIND."),
+    config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
+    aet: Optional[str] = AET_OPT, dicomweb_url: Optional[str] = WEB_OPT, calling_aet: Optional[str] = CALLING_OPT,
+) -> None:
+    """Find studies (C-FIND or QIDO-RS) and print them as a table."""
+    import re
+
+    from rich.table import Table
+
+    from sarcoscope.errors import ConfigError
+    from sarcoscope.pacs import dimse
+    from sarcoscope.pacs.audit import AuditLog
+    from sarcoscope.pacs.uids import short_hash
+
+    date_from = date_to = None
+    if date_range:
+        m = re.fullmatch(r"(\d{8})?-(\d{8})?|(\d{8})", date_range.strip())
+        if not m:
+            raise ConfigError(f"--date-range {date_range!r}: use YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD")
+        date_from, date_to = (m.group(3), m.group(3)) if m.group(3) else (m.group(1), m.group(2))
+    _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet)
+    query = dimse.StudyQuery(patient_id=patient_id, accession=accession, date_from=date_from,
+                             date_to=date_to, modality=modality)
+    if web:
+        from sarcoscope.pacs.web import qido_studies
+
+        studies = qido_studies(pnode, query)
+    else:
+        studies = dimse.find_studies(pnode, local.ae_title, query)
+    AuditLog(local.audit_path).record(
+        "find", node=pnode.name, via="qido" if web else "c-find", n_results=len(studies),
+        patient_id_sha256=short_hash(patient_id) if patient_id else "",
+        accession_sha256=short_hash(accession) if accession else "", date_range=date_range or "",
+        modality=modality or "")
+    table = Table(title=f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} on {pnode.describe()}")
+    for col in ("Patient ID", "Accession", "Date", "Modalities", "Series", "Images", "Description", "StudyInstanceUID"):
+        table.add_column(col)
+    for s in studies:
+        table.add_row(s.patient_id, s.accession, s.study_date, "/".join(s.modalities),
+                      "" if s.n_series is None else str(s.n_series), "" if s.n_instances is None else str(s.n_instances),
+                      s.description, s.study_uid)
+    _console().print(table)
+
+
+def analyze_pacs_command(
+    node: str = typer.Argument(..., help="Node name from the configuration."),
+    study: Optional[str] = typer.Option(None, "--study", help="StudyInstanceUID."),
+    accession: Optional[str] = typer.Option(None, "--accession", help="Accession number (must match one study)."),
+    via: Via = typer.Option(Via.get, "--via", help="Retrieve by C-GET (default), C-MOVE to our SCP, or WADO-RS."),
+    send_back: bool = typer.Option(False, "--send-back", help="Store SEG, SR and key image into the study."),
+    send_via: SendVia = typer.Option(SendVia.store, "--send-via", help="C-STORE (default) or STOW-RS."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: work_dir/results/<study>)."),
+    slices: Optional[str] = typer.Option(None, "--slices", help="Analyse these slices instead of finding L3."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="baseline or model."),
+    height_cm: Optional[float] = typer.Option(None, "--height-cm"),
+    weight_kg: Optional[float] = typer.Option(None, "--weight-kg"),
+    sex: Optional[str] = typer.Option(None, "--sex"),
+    reference: Optional[str] = typer.Option(None, "--reference"),
+    keep_images: bool = typer.Option(False, "--keep-images", help="Keep the retrieved images in work_dir."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Override [local] work_dir."),
+    local_port: Optional[int] = typer.Option(None, "--local-port", help="Our storage SCP port for --via move."),
+    config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
+    aet: Optional[str] = AET_OPT, dicomweb_url: Optional[str] = WEB_OPT, calling_aet: Optional[str] = CALLING_OPT,
+) -> None:
+    """Retrieve the study's CT series from the PACS, analyse it, optionally send the results back."""
+    from sarcoscope.cli.analyze import print_result
+    from sarcoscope.errors import ConfigError
+    from sarcoscope.settings import AnalysisSettings
+
+    if bool(study) == bool(accession):
+        raise ConfigError("give exactly one of --study UID or --accession NUMBER")
+    _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, local_port, work_dir)
+    settings = AnalysisSettings(slices=slices, segmenter=segmenter, height_cm=height_cm, weight_kg=weight_kg,
+                                sex=sex, reference=reference)
+    run = run_pacs_analysis(pnode, local, settings, study_uid=study, accession=accession, via=via.value,
+                            send_back=send_back, send_via=send_via.value, out_dir=out, keep_images=keep_images)
+    console = _console()
+    print_result(console, run.result)
+    t = run.timings_s
+    console.print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()), style="dim")
+    for f in run.files:
+        console.print(f"wrote {f}", markup=False)
+    if send_back:
+        console.print(f"sent {len(run.stored_uids)} object(s) (SEG, SR, key image) to {pnode.describe()} "
+                      f"into study {run.study_uid}", markup=False)
+
+
+def node_command(
+    send_to: Optional[str] = typer.Option(None, "--send-to", help="Node to send results to (default [local] send_back_to)."),
+    send_via: SendVia = typer.Option(SendVia.store, "--send-via"),
+    port: Optional[int] = typer.Option(None, "--port", help="Our storage SCP port (default [local] port)."),
+    ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (default [local] ae_title)."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir"),
+    quiet_period_s: Optional[float] = typer.Option(None, "--quiet-period-s", help="Seconds without new images = study complete."),
+    slices: Optional[str] = typer.Option(None, "--slices", help="Analyse these slices instead of finding L3."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="baseline or model."),
+    config: Optional[Path] = CONFIG_OPT,
+) -> None:
+    """Run a DICOM receiver: analyse studies routed to us and send the results back (Ctrl-C stops)."""
+    import signal
+    import threading
+
+    from sarcoscope.errors import ConfigError
+    from sarcoscope.pacs import workflow
+    from sarcoscope.pacs.audit import AuditLog
+    from sarcoscope.pacs.config import load_config, local_with_overrides
+    from sarcoscope.pacs.node import Node
+    from sarcoscope.settings import AnalysisSettings
+
+    cfg = load_config(config)
+    local = local_with_overrides(cfg, port=port, ae_title=ae_title, work_dir=work_dir, quiet_period_s=quiet_period_s,
+                                 send_back_to=send_to)
+    if not local.send_back_to:
+        raise ConfigError("sarcoscope node needs a node to send results to: --send-to NODE or [local] send_back_to")
+    target = cfg.node(local.send_back_to)
+    settings = AnalysisSettings(slices=slices, segmenter=segmenter)
+    audit = AuditLog(local.audit_path)
+
+    def process(folder: Path, out: Path) -> list[Path]:
+        return analyse_folder(folder, settings, out)[1]
+
+    def send(files) -> None:
+        workflow.send_files(target, local, list(files), send_via.value)
+
+    node = Node(local, process, send, audit).start()
+    _console().print(f"sarcoscope node {local.ae_title} listening on {local.bind}:{node.scp.port}; "
+                     f"results go to {target.describe()}", markup=False)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, lambda *_: stop.set())
+        except ValueError:  # not in the main thread
+            pass
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+
+
+def register(app: typer.Typer) -> None:
+    pacs_app = typer.Typer(help="Query a PACS, analyse a study from it, send results back.",
+                           no_args_is_help=True, add_completion=False)
+    pacs_app.command("echo")(echo_command)
+    pacs_app.command("find")(find_command)
+    pacs_app.command("analyze")(analyze_pacs_command)
+    app.add_typer(pacs_app, name="pacs")
+    app.command("node")(node_command)

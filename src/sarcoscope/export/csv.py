@@ -1,0 +1,123 @@
+"""One CSV row per analysed slice, appended to a file (researchers batch-process many scans).
+
+The header is fixed for a schema version; appending to a file whose header differs raises
+``ExportError`` instead of silently mixing columns. Unknown values are empty cells, never 0.
+No patient names or IDs: the ``input`` column holds the path the user passed, plus UIDs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from sarcoscope import __version__
+from sarcoscope.errors import ExportError
+from sarcoscope.tissues import TISSUE_KEYS
+from sarcoscope.types import AnalysisResult
+
+COLUMNS: tuple[str, ...] = (
+    "input",
+    "study_instance_uid",
+    "series_instance_uid",
+    "slice_index",
+    "z_mm",
+    "selection_method",
+    "selection_definition",
+    "l3_confidence",
+    *(f"{key}_{what}" for key in TISSUE_KEYS for what in ("area_cm2", "mean_hu")),
+    "muscle_low_attenuation_cm2",
+    "muscle_normal_attenuation_cm2",
+    "smi_cm2_m2",
+    "vat_sat_ratio",
+    "sex",
+    "height_m",
+    "weight_kg",
+    "bmi_kg_m2",
+    "reference",
+    "sarcopenia",
+    "myosteatosis",
+    "low_muscle_area",
+    "segmenter",
+    "segmenter_version",
+    "sarcoscope_version",
+    "warnings",
+)
+
+
+def _cell(value: object, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{round(value, digits):g}"
+    return str(value)
+
+
+def result_rows(result: AnalysisResult, input_label: str) -> list[dict[str, str]]:
+    """The CSV rows of one result, as ordered dicts of strings."""
+    volume, choice = result.volume, result.choice
+    patient = volume.patient
+    rows = []
+    for m in result.measurements:
+        flags = {f.name: f.positive for f in m.flags}
+        row: dict[str, object] = {
+            "input": input_label,
+            "study_instance_uid": volume.series.study_uid,
+            "series_instance_uid": volume.series.series_uid,
+            "slice_index": m.slice_index,
+            "z_mm": m.z_mm,
+            "selection_method": choice.method,
+            "selection_definition": choice.definition,
+            "l3_confidence": choice.confidence,
+            "muscle_low_attenuation_cm2": m.muscle_low_attenuation_cm2,
+            "muscle_normal_attenuation_cm2": m.muscle_normal_attenuation_cm2,
+            "smi_cm2_m2": m.smi_cm2_m2,
+            "vat_sat_ratio": m.vat_sat_ratio,
+            "sex": patient.sex,
+            "height_m": patient.height_m,
+            "weight_kg": patient.weight_kg,
+            "bmi_kg_m2": patient.bmi,
+            "reference": result.reference,
+            "sarcopenia": flags.get("sarcopenia"),
+            "myosteatosis": flags.get("myosteatosis"),
+            "low_muscle_area": flags.get("low_muscle_area"),
+            "segmenter": result.segmenter.name,
+            "segmenter_version": result.segmenter.version,
+            "sarcoscope_version": __version__,
+            "warnings": " | ".join((*result.warnings, *m.warnings)),
+        }
+        for key in TISSUE_KEYS:
+            t = m.tissues.get(key)
+            row[f"{key}_area_cm2"] = t.area_cm2 if t else None
+            row[f"{key}_mean_hu"] = t.mean_hu if t else None
+        rows.append({c: _cell(row[c]) for c in COLUMNS})
+    return rows
+
+
+def append_csv(result: AnalysisResult, path: Path, input_label: str) -> Path:
+    """Append one row per analysed slice; write the header first if the file is new/empty."""
+    path = Path(path)
+    try:
+        exists = path.is_file() and path.stat().st_size > 0
+        if exists:
+            with path.open(newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+            if tuple(header) != COLUMNS:
+                raise ExportError(
+                    f"{path}: existing CSV has different columns ({len(header)} vs "
+                    f"{len(COLUMNS)} expected); it was not written by this version of "
+                    "sarcoscope's --csv. Write to a new file."
+                )
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        if not exists:
+            writer.writeheader()
+        writer.writerows(result_rows(result, input_label))
+        with path.open("a", newline="", encoding="utf-8") as fh:
+            fh.write(buf.getvalue())  # one write: a batch never leaves half a row
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write the CSV ({exc.strerror or exc}).") from exc
+    return path

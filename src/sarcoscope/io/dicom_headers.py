@@ -1,0 +1,359 @@
+"""One pass over the headers (``stop_before_pixels``): what each image frame is and where.
+
+Every frame becomes a small immutable ``FrameHeader``; pydicom datasets are not kept, so the
+header pass of a 1000-file series holds kilobytes, not the pixel data. Enhanced (multi-frame)
+CT yields one ``FrameHeader`` per frame with geometry and rescale taken from the per-frame or
+shared functional groups.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from sarcoscope.errors import InputError
+from sarcoscope.io.patient import RawPatient
+from sarcoscope.io.sources import DICOMDIR_SOP_CLASS, Opener, SourceRef
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """Everything the reader needs about one image frame (no patient names or IDs)."""
+
+    source: SourceRef
+    frame_index: int | None  # index inside a multi-frame file; None for single-frame files
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    modality: str
+    image_type: tuple[str, ...]
+    orientation: tuple[float, ...] | None
+    position: tuple[float, float, float] | None
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) mm
+    slice_thickness: float | None
+    rows: int
+    columns: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    samples_per_pixel: int
+    photometric: str
+    slope: float
+    intercept: float
+    padding_value: int | None
+    padding_limit: int | None
+    transfer_syntax: str
+    kernel: str = ""
+    series_description: str = ""
+    manufacturer: str = ""
+    series_number: int | None = None
+    instance_number: int | None = None
+    body_part: str = ""
+    reconstruction_diameter_mm: float | None = None
+    patient: RawPatient = field(default_factory=RawPatient)
+    uid_from_file_meta: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderScan:
+    """Result of scanning a set of sources."""
+
+    frames: tuple[FrameHeader, ...]
+    not_dicom: tuple[str, ...]  # files that are not DICOM at all
+    damaged: tuple[str, ...]  # files that claim to be DICOM but cannot be parsed
+    non_image: tuple[str, ...]  # DICOM without an image (SR, DICOMDIR, presentation state…)
+
+
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """A DICOM data set written without the 128-byte preamble and 'DICM' magic.
+
+    Such files start directly with a little-endian tag of group 0x0002 (file meta) or
+    0x0008 (identification); anything else is treated as non-DICOM.
+    """
+    if len(head) < 8:
+        return False
+    group = int.from_bytes(head[0:2], "little")
+    if group not in (0x0002, 0x0008):
+        return False
+    vr = head[4:6]
+    explicit = vr.isalpha() and vr.isupper()
+    implicit_len = int.from_bytes(head[4:8], "little")
+    return explicit or implicit_len < 0x10000
+
+
+#: Image storage SOP classes we expect to hold Rows/Columns (CT, enhanced/legacy CT, MR, SC).
+_IMAGE_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.840.10008.5.1.4.1.1.2.1",
+        "1.2.840.10008.5.1.4.1.1.2.2",
+        "1.2.840.10008.5.1.4.1.1.4",
+        "1.2.840.10008.5.1.4.1.1.4.1",
+        "1.2.840.10008.5.1.4.1.1.7",
+    }
+)
+
+
+def read_dataset(fh: BinaryIO, name: str, *, stop_before_pixels: bool) -> Dataset | None:
+    """Read one DICOM stream; ``None`` when it is not DICOM.
+
+    Files without a preamble are force-read only when their first bytes look like a DICOM tag,
+    so random junk is never "parsed" into a nonsense dataset. Raises ``InputError`` for a file
+    that claims to be DICOM but cannot be parsed (truncated or corrupt).
+    """
+    start = fh.tell()
+    head = fh.read(132)
+    fh.seek(start)
+    has_magic = len(head) >= 132 and head[128:132] == b"DICM"
+    raw = not has_magic and _looks_like_raw_dataset(head)
+    if not has_magic and not raw:
+        return None
+    try:
+        ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels, force=raw)
+        # Touch elements so that lazily parsed, truncated values surface here.
+        _ = ds.get("Rows"), ds.get("Modality")
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(
+            f"{name}: the DICOM file is damaged or truncated and cannot be read ({exc}); "
+            "re-export or re-send it"
+        ) from exc
+    meta_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
+    if "Rows" not in ds and meta_class in _IMAGE_SOP_CLASSES:
+        raise InputError(
+            f"{name}: the DICOM file is damaged or truncated: it is an image (SOP class {meta_class}) "
+            "but its header ends before the image attributes; re-export or re-send it"
+        )
+    if raw:
+        if "Rows" not in ds and "SOPClassUID" not in ds and "Modality" not in ds:
+            return None
+        meta = getattr(ds, "file_meta", None)
+        if meta is None or "TransferSyntaxUID" not in meta:
+            implicit = ds.original_encoding[0] if hasattr(ds, "original_encoding") else True
+            ds.file_meta = ds.file_meta if meta is not None else pydicom.dataset.FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return ds
+
+
+def _str(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword) if ds is not None else None
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _group_value(groups: list[Dataset], sequence: str, keyword: str) -> Any:
+    """First value of ``keyword`` inside ``sequence`` among the given functional groups."""
+    for g in groups:
+        if g is None:
+            continue
+        seq = g.get(sequence)
+        if seq:
+            value = seq[0].get(keyword)
+            if value is not None:
+                return value
+    return None
+
+
+def _padding(ds: Dataset, bits_allocated: int, pixel_rep: int) -> tuple[int | None, int | None]:
+    """PixelPaddingValue / RangeLimit as stored integers with the pixel's own signedness.
+
+    The VR of these tags is US or SS depending on PixelRepresentation; a value read with the
+    wrong signedness is folded back (e.g. 63536 → −2000 for signed 16-bit pixels).
+    """
+
+    def fix(value: Any) -> int | None:
+        v = _int_or_none(value)
+        if v is None:
+            return None
+        if pixel_rep == 1 and v >= 2 ** (bits_allocated - 1):
+            v -= 2**bits_allocated
+        elif pixel_rep == 0 and v < 0:
+            v += 2**bits_allocated
+        return v
+
+    return fix(ds.get("PixelPaddingValue")), fix(ds.get("PixelPaddingRangeLimit"))
+
+
+def frames_from_dataset(ds: Dataset, ref: SourceRef) -> list[FrameHeader]:
+    """One ``FrameHeader`` per image frame of a dataset (empty for non-image DICOM)."""
+    rows = _int_or_none(ds.get("Rows"))
+    cols = _int_or_none(ds.get("Columns"))
+    if not rows or not cols:
+        return []
+    meta = getattr(ds, "file_meta", None)
+    sop_uid = _str(ds, "SOPInstanceUID")
+    from_meta = False
+    if not sop_uid and meta is not None:
+        sop_uid = _str(meta, "MediaStorageSOPInstanceUID")
+        from_meta = bool(sop_uid)
+    bits_allocated = _int_or_none(ds.get("BitsAllocated")) or 16
+    pixel_rep = _int_or_none(ds.get("PixelRepresentation")) or 0
+    pad_value, pad_limit = _padding(ds, bits_allocated, pixel_rep)
+    kernel = _str(ds, "ConvolutionKernel")
+    raw_patient = RawPatient(
+        sex=_str(ds, "PatientSex"),
+        size=_str(ds, "PatientSize"),
+        weight=_str(ds, "PatientWeight"),
+        age=_str(ds, "PatientAge"),
+    )
+    common: dict[str, Any] = dict(
+        source=ref,
+        sop_uid=sop_uid,
+        series_uid=_str(ds, "SeriesInstanceUID"),
+        study_uid=_str(ds, "StudyInstanceUID"),
+        frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
+        modality=_str(ds, "Modality").upper(),
+        image_type=tuple(v.strip().upper() for v in _str(ds, "ImageType").split("\\") if v.strip()),
+        rows=rows,
+        columns=cols,
+        bits_allocated=bits_allocated,
+        bits_stored=_int_or_none(ds.get("BitsStored")) or bits_allocated,
+        pixel_representation=pixel_rep,
+        samples_per_pixel=_int_or_none(ds.get("SamplesPerPixel")) or 1,
+        photometric=_str(ds, "PhotometricInterpretation").upper(),
+        padding_value=pad_value,
+        padding_limit=pad_limit,
+        transfer_syntax=_str(meta, "TransferSyntaxUID") if meta is not None else "",
+        kernel=kernel,
+        series_description=_str(ds, "SeriesDescription"),
+        manufacturer=_str(ds, "Manufacturer"),
+        series_number=_int_or_none(ds.get("SeriesNumber")),
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
+        body_part=_str(ds, "BodyPartExamined").upper(),
+        reconstruction_diameter_mm=_float_or_none(ds.get("ReconstructionDiameter")),
+        patient=raw_patient,
+        uid_from_file_meta=from_meta,
+    )
+    n_frames = _int_or_none(ds.get("NumberOfFrames")) or 1
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    per_frame_seq = ds.get("PerFrameFunctionalGroupsSequence")
+    if n_frames == 1 and not per_frame_seq and not shared_seq:
+        slope = _float_or_none(ds.get("RescaleSlope"))
+        intercept = _float_or_none(ds.get("RescaleIntercept"))
+        return [
+            FrameHeader(
+                frame_index=None,
+                orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+                position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+                pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+                slice_thickness=_float_or_none(ds.get("SliceThickness")),
+                slope=slope if slope is not None else 1.0,
+                intercept=intercept if intercept is not None else 0.0,
+                **common,
+            )
+        ]
+    shared = shared_seq[0] if shared_seq else None
+    frames: list[FrameHeader] = []
+    for f in range(n_frames):
+        per = per_frame_seq[f] if per_frame_seq and f < len(per_frame_seq) else None
+        groups = [per, shared]
+        orientation = _floats(
+            _group_value(groups, "PlaneOrientationSequence", "ImageOrientationPatient"), 6
+        ) or _floats(ds.get("ImageOrientationPatient"), 6)
+        position = _floats(_group_value(groups, "PlanePositionSequence", "ImagePositionPatient"), 3)
+        if position is None and n_frames == 1:
+            position = _floats(ds.get("ImagePositionPatient"), 3)
+        spacing = _floats(_group_value(groups, "PixelMeasuresSequence", "PixelSpacing"), 2) or _floats(
+            ds.get("PixelSpacing"), 2
+        )
+        thickness = _float_or_none(_group_value(groups, "PixelMeasuresSequence", "SliceThickness"))
+        if thickness is None:
+            thickness = _float_or_none(ds.get("SliceThickness"))
+        slope = _float_or_none(_group_value(groups, "PixelValueTransformationSequence", "RescaleSlope"))
+        intercept = _float_or_none(
+            _group_value(groups, "PixelValueTransformationSequence", "RescaleIntercept")
+        )
+        if slope is None:
+            slope = _float_or_none(ds.get("RescaleSlope"))
+        if intercept is None:
+            intercept = _float_or_none(ds.get("RescaleIntercept"))
+        frame_type = _group_value(groups, "CTImageFrameTypeSequence", "FrameType")
+        fields = dict(common)
+        if frame_type is not None and not common["image_type"]:
+            fields["image_type"] = tuple(str(v).strip().upper() for v in frame_type)
+        frames.append(
+            FrameHeader(
+                frame_index=f,
+                orientation=orientation,
+                position=position,  # type: ignore[arg-type]
+                pixel_spacing=spacing,  # type: ignore[arg-type]
+                slice_thickness=thickness,
+                slope=slope if slope is not None else 1.0,
+                intercept=intercept if intercept is not None else 0.0,
+                **fields,
+            )
+        )
+    return frames
+
+
+def scan_headers(refs: list[SourceRef]) -> HeaderScan:
+    """Read the header of every source once (``stop_before_pixels``)."""
+    frames: list[FrameHeader] = []
+    not_dicom: list[str] = []
+    damaged: list[str] = []
+    non_image: list[str] = []
+    with Opener() as opener:
+        for ref in refs:
+            try:
+                with opener.open(ref) as fh:
+                    ds = read_dataset(fh, ref.name, stop_before_pixels=True)
+            except InputError as exc:
+                logger.warning("%s", exc)
+                damaged.append(ref.name)
+                continue
+            except OSError as exc:
+                logger.warning("%s: cannot be opened (%s)", ref.name, exc)
+                damaged.append(ref.name)
+                continue
+            if ds is None:
+                not_dicom.append(ref.name)
+                continue
+            sop_class = _str(ds, "SOPClassUID") or _str(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID")
+            if sop_class == DICOMDIR_SOP_CLASS:
+                non_image.append(ref.name)
+                continue
+            try:
+                got = frames_from_dataset(ds, ref)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                logger.warning("%s: header values cannot be interpreted (%s)", ref.name, exc)
+                damaged.append(ref.name)
+                continue
+            if not got:
+                non_image.append(ref.name)
+            frames.extend(got)
+    return HeaderScan(tuple(frames), tuple(not_dicom), tuple(damaged), tuple(non_image))

@@ -1,0 +1,349 @@
+"""find_l3: name the vertebrae a CT volume shows and pick the L3 slice, or say why not.
+
+The count runs from both ends where the scan allows it: down from the last rib-bearing
+vertebra (T12) and up from the sacrum (the first body with alae beside it, joined to the
+iliac wings). Five lumbar bodies between them is the ordinary anatomy; any other number
+(transitional vertebra, lumbar rib, 11 or 13 rib pairs, a missed disc) is reported with a low
+confidence rather than hidden.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from sarcoscope.errors import L3NotFound
+from sarcoscope.locate.column import Column, Work, find_column, make_work, side_counts
+from sarcoscope.locate.settings import LocateSettings
+from sarcoscope.locate.vertebrae import Segment, find_segments
+from sarcoscope.types import CTVolume, SliceChoice, VertebraLevel
+
+log = logging.getLogger(__name__)
+
+#: Window beside the spine where ribs (and not lumbar transverse processes) are found:
+#: lateral distance from the midline and anterior(-)/posterior(+) offset from the body centre.
+RIB_LATERAL_MM = (58.0, 100.0)
+RIB_AP_MM = (-20.0, 60.0)
+#: Sacral alae: beside the body, at its own antero-posterior level (lumbar transverse
+#: processes lie behind it, the psoas beside it).
+ALA_LATERAL_MM = (26.0, 48.0)
+ALA_AP_MM = (-15.0, 10.0)
+#: Transverse processes: behind the body centre, beyond the body's side.
+TP_LATERAL_MM = (28.0, 70.0)
+TP_AP_MM = (8.0, 40.0)
+#: Smallest bone area (mm²) per side that counts as a structure in a window.
+MIN_AREA_MM2 = 12.0
+#: Share of a body's slices that must show the feature for the body to carry it.
+RIB_SHARE = 0.35
+ALA_SHARE = 0.5
+#: A body must be at least this tall in the scan (mm) for its ribs/alae to be judged.
+MIN_JUDGED_MM = 8.0
+#: Confidence by how the count was anchored.
+CONF_BOTH = 0.95
+CONF_RIBS_ONLY = 0.8
+CONF_SACRUM_ONLY = 0.7
+CONF_CONFLICT = 0.3
+
+
+@dataclass(frozen=True)
+class _Body:
+    seg: Segment
+    rib: bool | None  # None: too little of it in the scan to judge
+    ala: bool | None
+
+
+@dataclass(frozen=True)
+class _Count:
+    names: list[str]  # per body, bottom to top ("" where unnamed)
+    l3: int | None  # index into bodies
+    confidence: float
+    warnings: list[str]
+    anchor_text: str
+    missing: str = ""  # where L3 lies when it is not in the scan
+
+
+def _share(z: np.ndarray, flag: np.ndarray, lo_mm: float, hi_mm: float) -> float | None:
+    sel = (z >= lo_mm) & (z <= hi_mm)
+    if not sel.any():
+        return None
+    return float(flag[sel].mean())
+
+
+def _judge_bodies(
+    segments: list[Segment], z: np.ndarray, rib: np.ndarray, ala: np.ndarray
+) -> list[_Body]:
+    bodies = []
+    for seg in segments:
+        if seg.height_mm < MIN_JUDGED_MM:
+            bodies.append(_Body(seg, None, None))
+            continue
+        # A rib leaves its vertebra near the top of the body and runs down as it goes
+        # lateral; the rib from the vertebra above crosses the upper part of this one.
+        # A body cut by the top of the scan is judged on what is seen of it.
+        upper = seg.bottom_mm + 0.6 * seg.height_mm if seg.top_seen else seg.top_mm
+        r = _share(z, rib, seg.bottom_mm, upper)
+        a = _share(z, ala, seg.bottom_mm, seg.top_mm)
+        bodies.append(
+            _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE)
+        )
+    return bodies
+
+
+def _top_anchor(bodies: list[_Body]) -> tuple[int | None, bool, list[str]]:
+    """Index (bottom-to-top order) of T12, whether every body seen carries ribs, warnings."""
+    warnings: list[str] = []
+    order = list(range(len(bodies)))[::-1]  # top to bottom
+    judged = [i for i in order if bodies[i].rib is not None]
+    # A body cut by the top of the scan may show too little of its rib: look past it.
+    if len(judged) > 1 and not bodies[judged[0]].rib and not bodies[judged[0]].seg.top_seen:
+        judged = judged[1:]
+    if not judged or not bodies[judged[0]].rib:
+        return None, False, warnings
+    last = judged[0]
+    pos = 1
+    while pos < len(judged) and bodies[judged[pos]].rib:
+        last = judged[pos]
+        pos += 1
+    if pos >= len(judged):
+        return None, True, warnings
+    return last, False, warnings
+
+
+def _bottom_anchor(bodies: list[_Body], t12: int | None) -> int | None:
+    """Index of the first sacral body (S1): the highest body with alae beside it."""
+    for i in range(len(bodies) - 1, -1, -1):
+        if t12 is not None and i >= t12:
+            continue
+        if bodies[i].ala:
+            return i
+    return None
+
+
+def _names_from(anchor: int, anchor_is_t12: bool, n: int) -> list[str]:
+    names = [""] * n
+    for i in range(n):
+        if anchor_is_t12:
+            steps = anchor - i  # bodies below T12
+            if steps <= 0:
+                names[i] = f"T{12 + steps}" if 12 + steps >= 1 else ""
+            else:
+                names[i] = f"L{steps}"
+        else:
+            steps = i - anchor  # bodies above S1
+            if steps <= 0:
+                names[i] = "S1" if steps == 0 else ""
+            elif steps <= 5:
+                names[i] = f"L{6 - steps}"
+            else:
+                names[i] = f"T{12 - (steps - 6)}" if 12 - (steps - 6) >= 1 else ""
+    return names
+
+
+def _count(bodies: list[_Body]) -> _Count:
+    n = len(bodies)
+    t12, all_ribbed, warnings = _top_anchor(bodies)
+    s1 = _bottom_anchor(bodies, t12)
+    if s1 is not None and s1 == n - 1:
+        s1 = None  # nothing above it to count
+    if t12 is not None:
+        names = _names_from(t12, True, n)
+        if s1 is not None:
+            for i in range(s1 + 1):
+                names[i] = "S1" if i == s1 else ""
+        top_l3 = t12 - 3 if t12 - 3 >= 0 else None
+        if s1 is not None:
+            n_lumbar = t12 - s1 - 1
+            bottom_l3 = s1 + 3
+            if n_lumbar == 5:
+                return _Count(names, top_l3, CONF_BOTH, warnings,
+                              "counted down from the last rib (T12) and up from the sacrum: both agree")
+            bottom_names = _names_from(s1, False, n)
+            warnings.append(
+                f"vertebra counts disagree: {n_lumbar} lumbar-type bodies between the last "
+                "rib-bearing vertebra and the sacrum (5 expected) — a transitional lumbosacral "
+                "vertebra, a lumbar rib, 11 or 13 rib pairs, or a missed disc; counting down from "
+                f"the last rib puts L3 at z {_z(bodies, top_l3)}, counting up from the sacrum at z "
+                f"{_z(bodies, bottom_l3)}; the slice from the rib count was used — check spine.png"
+            )
+            del bottom_names
+            return _Count(names, top_l3 if top_l3 is not None and top_l3 > s1 else None,
+                          CONF_CONFLICT, warnings, "counts from the ribs and the sacrum disagree")
+        return _Count(names, top_l3, CONF_RIBS_ONLY, warnings,
+                      "counted down from the last rib-bearing vertebra (T12); the sacrum is not in the scan",
+                      "" if top_l3 is not None else "L3 lies below the scan")
+    if s1 is not None:
+        names = _names_from(s1, False, n)
+        l3 = s1 + 3 if s1 + 3 < n else None
+        warnings.append(
+            "counted up from the sacrum only (no rib-bearing vertebra in the scan): "
+            "a transitional lumbosacral vertebra would shift this count by one level"
+        )
+        return _Count(names, l3, CONF_SACRUM_ONLY, warnings,
+                      "counted up from the sacrum; the last rib is not in the scan",
+                      "" if l3 is not None else "L3 lies above the scan")
+    names = [""] * n
+    if all_ribbed:
+        return _Count(names, None, 0.0, warnings, "every vertebra seen carries ribs (thoracic spine)")
+    return _Count(names, None, 0.0, warnings,
+                  "neither the last rib (T12) nor the sacrum is in the scan, so the vertebrae cannot be counted")
+
+
+def _z(bodies: list[_Body], idx: int | None) -> str:
+    if idx is None or not 0 <= idx < len(bodies):
+        return "outside the scan"
+    return f"{bodies[idx].seg.centre_mm:.0f} mm"
+
+
+def _coverage(work: Work, bodies: list[_Body], count: _Count | None, rib_share: float) -> str:
+    """One sentence on what the scan shows: its z range and the vertebrae it could name."""
+    z0, z1 = float(work.z_mm[0]), float(work.z_mm[-1])
+    text = f"covers z {z0:.0f}…{z1:.0f} mm ({len(work.z_mm)} slices, {z1 - z0:.0f} mm)"
+    names = count.names if count else []
+    named = [(nm, b) for nm, b in zip(names, bodies) if nm]
+    if named:
+        lo_name, hi_name = named[0][0], named[-1][0]
+        span = lo_name if lo_name == hi_name else f"{hi_name}–{lo_name}"
+        text += f", about {span}: the lowest vertebra seen is {lo_name}, the highest {hi_name}"
+        if count is not None and count.l3 is None and count.missing:
+            text += f": {count.missing}"
+    elif count is not None and "thoracic" in count.anchor_text:
+        text += (
+            f", {len(bodies)} vertebral bodies seen, every one carrying ribs (thoracic spine): "
+            "L3 lies below the scan"
+        )
+    elif bodies:
+        text += (
+            f", {len(bodies)} vertebral bodies seen but neither the last rib (T12) nor the "
+            "sacrum, so they cannot be counted"
+        )
+    elif rib_share >= 0.5:
+        text += (
+            f", too short to tell vertebrae apart; ribs beside the spine on {rib_share:.0%} of "
+            "slices (thoracic level): L3 lies below the scan"
+        )
+    else:
+        text += ", no vertebral bodies could be told apart along the spine"
+    return text
+
+
+def _nearest_k(work: Work, z: float) -> int:
+    return int(np.clip(np.rint((z - work.z_mm[0]) / work.dz_mm), 0, len(work.z_mm) - 1))
+
+
+def _tp_slice(work: Work, column: Column, seg: Segment) -> int | None:
+    right, left = side_counts(work, column, TP_LATERAL_MM, TP_AP_MM)
+    both = (right >= MIN_AREA_MM2) & (left >= MIN_AREA_MM2)
+    ks = [k for k in range(len(work.z_mm)) if seg.bottom_mm <= work.z_mm[k] <= seg.top_mm]
+    for k in sorted(ks, reverse=True):  # from the top of L3 down
+        if both[k]:
+            return k
+    return None
+
+
+def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceChoice:
+    """Pick the L3 slice(s) of ``volume``; raise ``L3NotFound`` when L3 is not in the scan.
+
+    Parameters
+    ----------
+    volume
+        Display-oriented CT (k runs inferior → superior).
+    settings
+        Which definition of the L3 level and how many millimetres to average around it.
+
+    Returns
+    -------
+    SliceChoice
+        ``method="auto"``, the chosen indices and their z, a confidence in 0..1, every vertebra
+        identified, and warnings (e.g. when the counts from the ribs and the sacrum disagree).
+    """
+    settings = settings or LocateSettings()
+    work = make_work(volume)
+    if volume.n_slices < 3:
+        raise L3NotFound(
+            f"the volume has {volume.n_slices} slice(s): too few to count vertebrae; "
+            "give the slice to analyse with --slices",
+            coverage=f"covers {volume.n_slices} slice(s) at z {work.z_mm[0]:.0f} mm",
+        )
+    column = find_column(work)
+    if column is None:
+        coverage = f"covers z {work.z_mm[0]:.0f}…{work.z_mm[-1]:.0f} mm, no bone found"
+        raise L3NotFound(f"no spine found: the scan {coverage}; give the slice with --slices", coverage=coverage)
+    rib_r, rib_l = side_counts(work, column, RIB_LATERAL_MM, RIB_AP_MM)
+    rib = np.maximum(rib_r, rib_l) >= MIN_AREA_MM2 + 4.0
+    ala_r, ala_l = side_counts(work, column, ALA_LATERAL_MM, ALA_AP_MM)
+    ala = np.minimum(ala_r, ala_l) >= MIN_AREA_MM2 + 8.0
+    segments = find_segments(work.z_mm, column.density)
+    bodies = _judge_bodies(segments, work.z_mm, rib, ala)
+    count = _count(bodies) if bodies else None
+    rib_share = float(rib.mean())
+    log.debug(
+        "column i=%d; %d bodies; ribs %s; alae %s", column.i_c, len(bodies),
+        [b.rib for b in bodies], [b.ala for b in bodies],
+    )
+    levels = tuple(
+        VertebraLevel(name, b.seg.centre_mm, b.seg.top_mm if b.seg.top_seen else None,
+                      b.seg.bottom_mm if b.seg.bottom_seen else None)
+        for name, b in zip(count.names if count else [], bodies)
+        if name
+    )
+    if count is None or count.l3 is None:
+        coverage = _coverage(work, bodies, count, rib_share)
+        raise L3NotFound(
+            f"L3 not found: the scan {coverage}. Give the slice to analyse with --slices if you know it.",
+            coverage=coverage,
+        )
+    body = bodies[count.l3].seg
+    if not body.complete:
+        coverage = _coverage(work, bodies, count, rib_share)
+        edge = "lower" if not body.bottom_seen else "upper"
+        raise L3NotFound(
+            f"L3 is only partly in the scan (its {edge} part is cut off): the scan {coverage}. "
+            "Give the slice to analyse with --slices if you know it.",
+            coverage=coverage,
+        )
+    warnings = list(count.warnings)
+    confidence = count.confidence
+    heights = [b.seg.height_mm for b, nm in zip(bodies, count.names) if nm.startswith("L") and b.seg.complete]
+    if len(heights) >= 3:
+        med = float(np.median(heights))
+        odd = [h for h in heights if abs(h - med) > 0.4 * med]
+        if odd:
+            warnings.append(
+                f"lumbar body heights are irregular ({', '.join(f'{h:.0f}' for h in heights)} mm): "
+                "a disc may have been missed or a vertebra is fused or collapsed — check spine.png"
+            )
+            confidence = min(confidence, 0.5)
+    if settings.definition == "mid-L3":
+        k0 = _nearest_k(work, body.centre_mm)
+    elif settings.definition == "L3-inferior-endplate":
+        k0 = _nearest_k(work, body.bottom_mm)
+    else:
+        tp = _tp_slice(work, column, body)
+        if tp is None:
+            raise L3NotFound(
+                "L3 was found (z "
+                f"{body.bottom_mm:.0f}…{body.top_mm:.0f} mm) but no slice in it shows both "
+                "transverse processes; use the definition mid-L3 or give the slice with --slices",
+                coverage=_coverage(work, bodies, count, rib_share),
+            )
+        k0 = tp
+    z0 = float(work.z_mm[k0])
+    if settings.average_mm > 0:
+        ks = [k for k in range(volume.n_slices) if abs(work.z_mm[k] - z0) <= settings.average_mm + 1e-6]
+    else:
+        ks = [k0]
+    log.info(
+        "L3 at slice %d (z %.1f mm, %s), confidence %.2f: %s",
+        k0, z0, settings.definition, confidence, count.anchor_text,
+    )
+    return SliceChoice(
+        indices=tuple(int(k) for k in ks),
+        z_mm=tuple(volume.z_mm(k) for k in ks),
+        method="auto",
+        definition=settings.definition,
+        confidence=float(confidence),
+        vertebrae=levels,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,107 @@
+"""Split the density profile along the spine into vertebral bodies and discs.
+
+Bodies are dense (trabecular bone inside a cortical shell), discs are soft (70–110 HU), so the
+mean HU of a small box that follows the bodies falls at every disc. Discs are the prominent
+minima of that profile; each endplate sits where the profile crosses half-way between the
+disc and the neighbouring body, which stays right under the partial-volume blur of thick slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.signal import find_peaks
+
+#: Resampling step of the profile along z (mm).
+PROFILE_STEP_MM = 0.5
+#: Shortest and tallest plausible vertebral body (mm): thoracic ≈ 18, lumbar ≈ 25–30.
+MIN_BODY_MM = 10.0
+MAX_BODY_MM = 50.0
+#: Closest two discs can be (mm).
+MIN_DISC_SPACING_MM = 14.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One vertebral body between two discs, bottom and top in patient z (mm).
+
+    ``bottom_seen``/``top_seen`` say whether that endplate was seen, or the body runs out of
+    the scan there (then the value is the scan edge).
+    """
+
+    bottom_mm: float
+    top_mm: float
+    bottom_seen: bool
+    top_seen: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.bottom_seen and self.top_seen
+
+    @property
+    def centre_mm(self) -> float:
+        return (self.bottom_mm + self.top_mm) / 2
+
+    @property
+    def height_mm(self) -> float:
+        return self.top_mm - self.bottom_mm
+
+
+def _crossing(zg: np.ndarray, q: np.ndarray, start: int, stop: int, level: float) -> float | None:
+    """First z from index ``start`` towards ``stop`` where ``q`` reaches ``level`` (interpolated)."""
+    step = 1 if stop > start else -1
+    prev = start
+    for idx in range(start + step, stop + step, step):
+        if q[idx] >= level:
+            a, b = q[prev], q[idx]
+            t = 0.0 if b == a else (level - a) / (b - a)
+            return float(zg[prev] + t * (zg[idx] - zg[prev]))
+        prev = idx
+    return None
+
+
+def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
+    """Vertebral bodies along the profile, bottom to top. Empty when no structure is seen."""
+    if z_mm.size < 2 or z_mm[-1] - z_mm[0] < MIN_BODY_MM:
+        return []
+    zg = np.arange(z_mm[0], z_mm[-1] + 1e-6, PROFILE_STEP_MM)
+    q = np.interp(zg, z_mm, density)
+    q = gaussian_filter1d(q, 1.0 / PROFILE_STEP_MM, mode="nearest")
+    lo, hi = np.percentile(q, [5, 95])
+    amp = hi - lo
+    if amp < 60.0:
+        return []
+    peaks, _ = find_peaks(
+        -q, prominence=0.3 * amp, distance=max(1, int(MIN_DISC_SPACING_MM / PROFILE_STEP_MM))
+    )
+    discs = [int(p) for p in peaks if q[p] < lo + 0.6 * amp]
+    n = zg.size
+    # The scan edges bound a body too; an edge that is already soft counts as a seen disc.
+    edge_low = q[0] < lo + 0.4 * amp
+    edge_high = q[-1] < lo + 0.4 * amp
+    bounds = [(0, edge_low)] + [(d, True) for d in discs] + [(n - 1, edge_high)]
+    segments: list[Segment] = []
+    for (a, a_seen), (b, b_seen) in zip(bounds[:-1], bounds[1:]):
+        if b - a < 2:
+            continue
+        inner = q[a : b + 1]
+        plateau = float(np.percentile(inner, 75))
+        if plateau < lo + 0.5 * amp:
+            continue  # soft stretch (the track left the bone, or the edge of the scan)
+        if a_seen:
+            bottom = _crossing(zg, q, a, b, (q[a] + plateau) / 2)
+        else:
+            bottom = float(zg[0])
+        if b_seen:
+            top = _crossing(zg, q, b, a, (q[b] + plateau) / 2)
+        else:
+            top = float(zg[-1])
+        if bottom is None or top is None or top - bottom < 3.0:
+            continue
+        seg = Segment(bottom, top, a_seen, b_seen)
+        if seg.complete and seg.height_mm < MIN_BODY_MM:
+            continue
+        segments.append(seg)
+    return segments

@@ -1,0 +1,437 @@
+"""DIMSE client side (pynetdicom): C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE against a PACS node.
+
+Every failure becomes a ``PacsError`` whose message names the node and says what to check;
+``status`` carries the DIMSE status when there is one. Retrieved instances are written to disk
+one by one as they arrive (never the whole series in memory). Patient identifiers never
+reach the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.sop_class import Verification
+from pynetdicom import AE, evt
+from pynetdicom.presentation import PresentationContext, build_context, build_role
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from sarcoscope.errors import PacsError
+from sarcoscope.pacs.config import PacsNode
+from sarcoscope.pacs.contexts import CT_STORAGE, ct_retrieve_contexts
+from sarcoscope.pacs.scp import write_instance_atomically
+from sarcoscope.pacs.uids import check_uid
+
+log = logging.getLogger(__name__)
+
+PENDING = (0xFF00, 0xFF01)
+SUCCESS = 0x0000
+#: C-STORE warnings that still mean "stored" (coercion, elements discarded, not fully validated).
+STORE_WARNINGS = (0x0001, 0xB000, 0xB006, 0xB007)
+
+_REJECT_REASONS = {
+    (0x01, 0x02): "no reason given",
+    (0x01, 0x03): "our calling AE title is not recognised by the PACS",
+    (0x01, 0x07): "the called AE title is not recognised by the PACS",
+    (0x02, 0x01): "no reason given",
+    (0x03, 0x01): "temporary congestion",
+    (0x03, 0x02): "local limit exceeded",
+}
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    """C-FIND / QIDO-RS study-level filters (all optional; ``None`` = no constraint)."""
+
+    patient_id: str | None = None
+    accession: str | None = None
+    study_uid: str | None = None
+    date_from: str | None = None  # YYYYMMDD
+    date_to: str | None = None
+    modality: str | None = None
+
+    def date_range(self) -> str | None:
+        if not self.date_from and not self.date_to:
+            return None
+        return f"{self.date_from or ''}-{self.date_to or ''}"
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    study_uid: str
+    patient_id: str
+    accession: str
+    study_date: str
+    description: str
+    modalities: tuple[str, ...]
+    n_series: int | None
+    n_instances: int | None
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    study_uid: str
+    series_uid: str
+    modality: str
+    description: str
+    number: int | None
+    n_instances: int | None
+    body_part: str = ""
+
+    def describe(self) -> str:
+        n = "?" if self.n_instances is None else str(self.n_instances)
+        return f"{self.modality} #{self.number} '{self.description}' ({n} images)"
+
+
+@dataclass(frozen=True)
+class RetrieveStats:
+    """What a retrieval put on disk."""
+
+    folder: Path
+    n_files: int
+    n_bytes: int
+    seconds: float
+    transfer_syntaxes: tuple[str, ...]
+
+
+# -- associations -----------------------------------------------------------------------------
+def _new_ae(calling_aet: str, node: PacsNode) -> AE:
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = node.timeout_s
+    ae.dimse_timeout = node.timeout_s
+    ae.network_timeout = node.timeout_s
+    ae.connection_timeout = min(node.timeout_s, 10.0)
+    return ae
+
+
+def explain_failed_association(assoc, node: PacsNode, calling_aet: str) -> PacsError:
+    """Turn a failed association into a message that says what to check."""
+    if assoc.is_rejected:
+        prim = assoc.acceptor.primitive
+        key = (getattr(prim, "result_source", None), getattr(prim, "diagnostic", None))
+        reason = _REJECT_REASONS.get(key, f"source {key[0]}, reason {key[1]}")
+        hint = {
+            (0x01, 0x03): f"register calling AE {calling_aet!r} (and our host/port) at the PACS, "
+            "or set [local] ae_title / --calling-aet to one it knows",
+            (0x01, 0x07): f"check ae_title of node {node.name!r} (currently {node.ae_title!r})",
+        }.get(key, "check the AE titles and the PACS's list of allowed modalities")
+        return PacsError(
+            f"PACS {node.describe()} rejected the association from {calling_aet!r}: {reason}; {hint}"
+        )
+    return PacsError(
+        f"cannot connect to PACS {node.describe()}: connection refused, closed or no answer within "
+        f"{node.timeout_s:g} s; check that the PACS is running and the host/port are right"
+    )
+
+
+@contextmanager
+def associate(
+    node: PacsNode,
+    calling_aet: str,
+    contexts: Sequence[PresentationContext],
+    *,
+    ext_neg: list | None = None,
+    evt_handlers: list | None = None,
+) -> Iterator:
+    """An established association to ``node``, released on exit."""
+    ae = _new_ae(calling_aet, node)
+    ae.requested_contexts = list(contexts)
+    tls_args = None
+    if node.tls is not None:
+        from sarcoscope.pacs.tls import client_context
+
+        tls_args = (client_context(node.tls), node.host)
+    assoc = ae.associate(
+        node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
+        evt_handlers=evt_handlers, tls_args=tls_args,
+    )
+    if not assoc.is_established:
+        raise explain_failed_association(assoc, node, calling_aet)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()
+
+
+def _check_status(status: Dataset, node: PacsNode, what: str, allowed: Sequence[int] = (SUCCESS,)) -> int:
+    if not status or "Status" not in status:
+        raise PacsError(
+            f"{what} on {node.describe()} got no answer: the PACS aborted the association or did "
+            "not reply in time (interrupted transfer; nothing was lost, run the command again). If it "
+            "happens every time, the PACS may not allow our calling AE title to do this: register it "
+            "there as a modality"
+        )
+    code = int(status.Status)
+    if code not in allowed:
+        comment = status.get("ErrorComment", "")
+        raise PacsError(
+            f"{what} on {node.describe()} failed with DIMSE status 0x{code:04X}"
+            + (f" ({comment})" if comment else "")
+            + "; check the PACS log and permissions for our AE title",
+            status=code,
+        )
+    return code
+
+
+# -- C-ECHO -----------------------------------------------------------------------------------
+def echo(node: PacsNode, calling_aet: str) -> float:
+    """C-ECHO ``node``; returns the round trip in milliseconds (association included)."""
+    t0 = time.perf_counter()
+    with associate(node, calling_aet, [build_context(Verification)]) as assoc:
+        status = assoc.send_c_echo()
+        _check_status(status, node, "C-ECHO")
+    return (time.perf_counter() - t0) * 1000.0
+
+
+# -- C-FIND -----------------------------------------------------------------------------------
+def _find(node: PacsNode, calling_aet: str, identifier: Dataset) -> list[Dataset]:
+    ctx = build_context(StudyRootQueryRetrieveInformationModelFind)
+    out: list[Dataset] = []
+    with associate(node, calling_aet, [ctx]) as assoc:
+        final = None
+        for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+            if status and int(getattr(status, "Status", -1)) in PENDING:
+                if ds is not None:
+                    out.append(ds)
+            else:
+                final = status
+        _check_status(final, node, f"C-FIND ({identifier.QueryRetrieveLevel} level)")
+    return out
+
+
+def _int(ds: Dataset, key: str) -> int | None:
+    v = ds.get(key)
+    try:
+        return int(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def find_studies(node: PacsNode, calling_aet: str, query: StudyQuery) -> list[StudyRecord]:
+    """Study-level C-FIND with the given filters."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = check_uid(query.study_uid, "--study") if query.study_uid else ""
+    ds.PatientID = query.patient_id or ""
+    ds.AccessionNumber = query.accession or ""
+    ds.StudyDate = query.date_range() or ""
+    ds.ModalitiesInStudy = query.modality or ""
+    ds.StudyDescription = ""
+    ds.NumberOfStudyRelatedSeries = ""
+    ds.NumberOfStudyRelatedInstances = ""
+    records = []
+    for r in _find(node, calling_aet, ds):
+        uid = str(r.get("StudyInstanceUID", ""))
+        mods = r.get("ModalitiesInStudy", "")
+        if isinstance(mods, str):
+            mods_t = tuple(m for m in mods.split("\\") if m)
+        else:
+            mods_t = tuple(str(m) for m in mods)
+        records.append(
+            StudyRecord(
+                study_uid=uid,
+                patient_id=str(r.get("PatientID", "")),
+                accession=str(r.get("AccessionNumber", "")),
+                study_date=str(r.get("StudyDate", "")),
+                description=str(r.get("StudyDescription", "")),
+                modalities=mods_t,
+                n_series=_int(r, "NumberOfStudyRelatedSeries"),
+                n_instances=_int(r, "NumberOfStudyRelatedInstances"),
+            )
+        )
+    log.info("C-FIND studies on %s: %d match(es)", node.name, len(records))
+    return records
+
+
+def find_series(node: PacsNode, calling_aet: str, study_uid: str) -> list[SeriesRecord]:
+    """Series-level C-FIND inside one study (what the study holds, before retrieving anything)."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = check_uid(study_uid, "study UID")
+    ds.SeriesInstanceUID = ""
+    ds.Modality = ""
+    ds.SeriesDescription = ""
+    ds.SeriesNumber = ""
+    ds.BodyPartExamined = ""
+    ds.NumberOfSeriesRelatedInstances = ""
+    out = []
+    for r in _find(node, calling_aet, ds):
+        out.append(
+            SeriesRecord(
+                study_uid=study_uid,
+                series_uid=str(r.get("SeriesInstanceUID", "")),
+                modality=str(r.get("Modality", "")),
+                description=str(r.get("SeriesDescription", "")),
+                number=_int(r, "SeriesNumber"),
+                n_instances=_int(r, "NumberOfSeriesRelatedInstances"),
+                body_part=str(r.get("BodyPartExamined", "")),
+            )
+        )
+    return out
+
+
+def resolve_study(node: PacsNode, calling_aet: str, *, study_uid: str | None, accession: str | None) -> str:
+    """The one StudyInstanceUID for ``--study`` or ``--accession`` (error if none or several)."""
+    if study_uid:
+        return check_uid(study_uid, "--study")
+    if not accession:
+        raise PacsError("give --study UID or --accession NUMBER to say which study to analyse")
+    found = find_studies(node, calling_aet, StudyQuery(accession=accession))
+    uids = sorted({r.study_uid for r in found if r.study_uid})
+    if not uids:
+        raise PacsError(f"no study on {node.describe()} matches the accession number given; check it with `sarcoscope pacs find`")
+    if len(uids) > 1:
+        raise PacsError(
+            f"{len(uids)} studies on {node.describe()} share the accession number given; use --study UID instead"
+        )
+    return uids[0]
+
+
+# -- C-GET ------------------------------------------------------------------------------------
+class _Receiver:
+    """C-STORE sub-operation handler writing each instance to ``folder`` as it arrives."""
+
+    def __init__(self, folder: Path, series_uid: str | None) -> None:
+        self.folder = folder
+        self.series_uid = series_uid
+        self.n_files = 0
+        self.n_bytes = 0
+        self.syntaxes: set[str] = set()
+
+    def handle(self, event: evt.Event) -> int:
+        try:
+            sop = check_uid(event.request.AffectedSOPInstanceUID, "received SOPInstanceUID")
+        except PacsError as exc:
+            log.warning("refusing a received instance: %s", exc)
+            return 0xC000
+        data = event.encoded_dataset(include_meta=True)
+        try:
+            write_instance_atomically(data, self.folder / f"{sop}.dcm")
+        except OSError as exc:
+            log.error("cannot write received instance into %s: %s", self.folder, exc)
+            return 0xA700
+        self.n_files += 1
+        self.n_bytes += len(data)
+        self.syntaxes.add(str(event.context.transfer_syntax))
+        return SUCCESS
+
+
+def _retrieve_identifier(study_uid: str, series_uid: str) -> Dataset:
+    # Unique keys only: Orthanc 1.10 refuses C-GET/C-MOVE identifiers with empty keys.
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = check_uid(study_uid, "study UID")
+    ds.SeriesInstanceUID = check_uid(series_uid, "series UID")
+    return ds
+
+
+def _check_sub_operations(final: Dataset | None, node: PacsNode, what: str, expected: int | None, got: int) -> None:
+    code = _check_status(final, node, what, allowed=(SUCCESS, 0xB000))
+    failed = _int(final, "NumberOfFailedSuboperations") or 0
+    if code == 0xB000 or failed:
+        raise PacsError(
+            f"{what} on {node.describe()}: {failed} image(s) failed to transfer ({got} received); "
+            "the received files are kept, run the command again to complete the transfer",
+            status=code,
+        )
+    if expected is not None and got < expected:
+        raise PacsError(
+            f"{what} on {node.describe()}: only {got} of {expected} images arrived "
+            "(interrupted transfer); run the command again",
+            status=code,
+        )
+
+
+def get_series(
+    node: PacsNode, calling_aet: str, study_uid: str, series_uid: str, folder: Path,
+    expected: int | None = None,
+) -> RetrieveStats:
+    """C-GET one series into ``folder`` (outbound connection only: works behind firewalls)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    receiver = _Receiver(folder, series_uid)
+    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet)] + ct_retrieve_contexts()
+    roles = [build_role(c, scp_role=True) for c in CT_STORAGE]
+    t0 = time.perf_counter()
+    with associate(
+        node, calling_aet, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, receiver.handle)]
+    ) as assoc:
+        final = None
+        for status, _ in assoc.send_c_get(
+            _retrieve_identifier(study_uid, series_uid), StudyRootQueryRetrieveInformationModelGet
+        ):
+            if status and int(getattr(status, "Status", -1)) in PENDING:
+                continue
+            final = status
+        _check_sub_operations(final, node, "C-GET", expected, receiver.n_files)
+    seconds = time.perf_counter() - t0
+    log.info("C-GET from %s: %d files, %.1f MB in %.2f s", node.name, receiver.n_files, receiver.n_bytes / 1e6, seconds)
+    return RetrieveStats(folder, receiver.n_files, receiver.n_bytes, seconds, tuple(sorted(receiver.syntaxes)))
+
+
+# -- C-MOVE -----------------------------------------------------------------------------------
+def move_series(
+    node: PacsNode, calling_aet: str, study_uid: str, series_uid: str, destination_aet: str,
+    expected: int | None = None, received: Callable[[], int] | None = None,
+) -> int:
+    """C-MOVE one series to ``destination_aet`` (our storage SCP must already be listening and be
+    registered at the PACS under that AE title). Returns the number of completed sub-operations."""
+    ctx = build_context(StudyRootQueryRetrieveInformationModelMove)
+    with associate(node, calling_aet, [ctx]) as assoc:
+        final = None
+        for status, _ in assoc.send_c_move(
+            _retrieve_identifier(study_uid, series_uid), destination_aet, StudyRootQueryRetrieveInformationModelMove
+        ):
+            if status and int(getattr(status, "Status", -1)) in PENDING:
+                continue
+            final = status
+        if final is not None and int(getattr(final, "Status", -1)) == 0xA801:
+            raise PacsError(
+                f"C-MOVE on {node.describe()}: the PACS does not know destination AE {destination_aet!r}; "
+                "register our storage SCP (AE title, host, port) as a modality at the PACS",
+                status=0xA801,
+            )
+        if final is not None and "Status" in final and int(final.Status) not in (SUCCESS, 0xB000):
+            raise PacsError(
+                f"C-MOVE on {node.describe()} failed with DIMSE status 0x{int(final.Status):04X}: the PACS "
+                f"could not send the images to AE {destination_aet!r}; check that this AE (our storage "
+                "SCP: AE title, host, port) is registered as a modality at the PACS and is listening",
+                status=int(final.Status),
+            )
+        completed = _int(final, "NumberOfCompletedSuboperations") if final else None
+        got = received() if received else (completed or 0)
+        _check_sub_operations(final, node, "C-MOVE", expected, got)
+    return got
+
+
+# -- C-STORE ----------------------------------------------------------------------------------
+def store_files(node: PacsNode, calling_aet: str, paths: Sequence[Path]) -> list[str]:
+    """C-STORE files to ``node`` (as stored: their transfer syntax, falling back to explicit VR LE).
+    Returns the SOPInstanceUIDs stored. Raises PacsError on the first failure."""
+    if not paths:
+        return []
+    datasets = [dcmread(p) for p in paths]
+    pairs = sorted({(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets})
+    contexts = []
+    for sop_class, ts in pairs:
+        syntaxes = [ts] + [s for s in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if s != ts]
+        contexts.append(build_context(sop_class, syntaxes))
+    stored = []
+    with associate(node, calling_aet, contexts) as assoc:
+        for path, ds in zip(paths, datasets):
+            status = assoc.send_c_store(ds)
+            _check_status(status, node, f"C-STORE of {Path(path).name}", allowed=(SUCCESS, *STORE_WARNINGS))
+            stored.append(str(ds.SOPInstanceUID))
+    log.info("C-STORE to %s: %d instance(s)", node.name, len(stored))
+    return stored

@@ -1,0 +1,169 @@
+"""``sarcoscope node``: a DICOM receiver that analyses what a PACS routes to it and sends the
+results back.
+
+Received instances land in ``work_dir/incoming/<study>/<series>/`` (validated UIDs, atomic
+writes). A study is complete when nothing new arrived for ``quiet_period_s``; it then becomes a
+job in the persistent queue (``work_dir/queue``). A worker thread analyses it (``process``,
+injected by the CLI: pipeline + DICOM writers), sends the results (``send``) and retries with
+exponential back-off when the PACS is unreachable. Studies whose analysis cannot succeed
+(L3 not found, not CT) fail at once with the reason recorded. On start-up, jobs interrupted
+by a crash are resumed and received-but-unqueued studies are picked up again: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from sarcoscope.errors import ExportError, PacsError, SarcoscopeError
+from sarcoscope.pacs.audit import AuditLog
+from sarcoscope.pacs.config import LocalNode
+from sarcoscope.pacs.queue import Job, JobQueue
+from sarcoscope.pacs.scp import StorageSCP, StoredInstance
+from sarcoscope.pacs.uids import is_valid_uid
+
+log = logging.getLogger(__name__)
+
+#: Errors worth retrying (network, PACS, disk); anything else about the study fails the job at once.
+RETRYABLE = (PacsError, ExportError, OSError)
+
+ProcessFn = Callable[[Path, Path], Sequence[Path]]  # (images folder, results folder) -> files to send
+SendFn = Callable[[Sequence[Path]], None]
+
+
+def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
+    """Delay before retry number ``attempt`` (1-based): base, 2×base, 4×base … capped."""
+    return float(min(max_s, base_s * (2 ** max(0, attempt - 1))))
+
+
+class Node:
+    """Receiver + queue + worker. ``start()`` returns at once; ``stop()`` ends the threads."""
+
+    def __init__(self, local: LocalNode, process: ProcessFn, send: SendFn, audit: AuditLog | None = None,
+                 poll_s: float = 0.2) -> None:
+        self.local = local
+        self.process = process
+        self.send = send
+        self.audit = audit or AuditLog(None)
+        self.poll_s = poll_s
+        self.incoming = Path(local.work_dir) / "incoming"
+        self.results = Path(local.work_dir) / "results"
+        self.queue = JobQueue(Path(local.work_dir) / "queue")
+        self._last_seen: dict[str, float] = {}
+        self._received: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.scp = StorageSCP(local, self.incoming, on_stored=self._on_stored)
+
+    # -- receiving ----------------------------------------------------------------------------
+    def _on_stored(self, inst: StoredInstance) -> None:
+        with self._lock:
+            self._last_seen[inst.study_uid] = time.monotonic()
+            self._received[inst.study_uid] = self._received.get(inst.study_uid, 0) + 1
+
+    def _check_quiet(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            quiet = [s for s, t in self._last_seen.items() if now - t >= self.local.quiet_period_s]
+            for s in quiet:
+                del self._last_seen[s]
+            counts = {s: self._received.pop(s, 0) for s in quiet}
+        for study in quiet:
+            job = self.queue.add(study, self.incoming / study)
+            log.info("study complete (quiet for %.0f s): queued job %s", self.local.quiet_period_s, job.id)
+            self.audit.record("received", study_uid=study, n_instances=counts[study], job=job.id)
+
+    def _resume_unqueued(self) -> None:
+        """Studies on disk without a pending/running job (crash while receiving) get picked up."""
+        queued = {j.study_uid for j in self.queue.jobs("pending") + self.queue.jobs("running")}
+        if not self.incoming.is_dir():
+            return
+        for d in self.incoming.iterdir():
+            if d.is_dir() and is_valid_uid(d.name) and d.name not in queued:
+                with self._lock:
+                    self._last_seen.setdefault(d.name, time.monotonic())
+
+    # -- working ------------------------------------------------------------------------------
+    def run_job(self, job: Job) -> None:
+        """Analyse (unless already done in an earlier attempt), send, and settle the job."""
+        try:
+            files = [Path(p) for p in job.result_files]
+            if not files or not all(p.is_file() for p in files):
+                out = self.results / job.id
+                files = list(self.process(Path(job.folder), out))
+                job = self.queue.update_running(replace(job, result_files=tuple(map(str, files))))
+                self.audit.record("analysed", study_uid=job.study_uid, job=job.id, n_results=len(files))
+            self.send(files)
+            self.audit.record("sent", study_uid=job.study_uid, job=job.id, node=self.local.send_back_to,
+                              files=[p.name for p in files])
+            self.queue.complete(replace(job, sent=True))
+            shutil.rmtree(job.folder, ignore_errors=True)
+            log.info("job %s done: %d result object(s) sent", job.id, len(files))
+        except RETRYABLE as exc:
+            if job.attempts >= self.local.max_attempts:
+                self.queue.fail(job, str(exc))
+                self.audit.record("failed", study_uid=job.study_uid, job=job.id, error=str(exc))
+                log.error("job %s failed after %d attempts: %s", job.id, job.attempts, exc)
+            else:
+                delay = backoff_s(job.attempts, self.local.retry_base_s, self.local.retry_max_s)
+                self.queue.retry_later(job, str(exc), delay)
+                self.audit.record("retry", study_uid=job.study_uid, job=job.id, attempt=job.attempts,
+                                  delay_s=delay, error=str(exc))
+                log.warning("job %s attempt %d failed (%s); retrying in %.0f s", job.id, job.attempts, exc, delay)
+        except SarcoscopeError as exc:
+            self.queue.fail(job, str(exc))
+            self.audit.record("failed", study_uid=job.study_uid, job=job.id, error=str(exc))
+            log.error("job %s cannot be analysed: %s", job.id, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; keep the job visible
+            self.queue.fail(job, f"internal error: {type(exc).__name__}: {exc}")
+            self.audit.record("failed", study_uid=job.study_uid, job=job.id, error=f"internal: {exc}")
+            log.exception("job %s: internal error", job.id)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._check_quiet()
+                job = self.queue.claim()
+                if job is not None:
+                    self.run_job(job)
+                    continue
+            except Exception:  # noqa: BLE001 - keep the node alive, say why
+                log.exception("node loop error")
+            self._stop.wait(self.poll_s)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "Node":
+        for job in self.queue.recover():
+            log.warning("resuming job %s interrupted by a restart", job.id)
+            self.audit.record("resumed", study_uid=job.study_uid, job=job.id)
+        self._resume_unqueued()
+        self.scp.start()
+        self.audit.record("node-start", ae_title=self.local.ae_title, port=self.scp.port)
+        t = threading.Thread(target=self._loop, name="sarcoscope-node", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scp.stop()
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads.clear()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True once nothing is receiving, pending or running (tests, `--exit-when-idle`)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                receiving = bool(self._last_seen)
+            if not receiving and not self.queue.jobs("pending") and not self.queue.jobs("running"):
+                return True
+            time.sleep(0.1)
+        return False

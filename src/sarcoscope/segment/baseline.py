@@ -1,0 +1,485 @@
+"""The classical baseline segmenter: Alberta-protocol HU thresholds plus simple anatomy.
+
+This is the reference the trained model must beat, so it is kept honest and explainable:
+every step is a threshold, a morphological operation or a ray cast, with its parameters in
+millimetres (so pixel spacings of 0.5–3 mm behave alike). See ``docs/baseline.md`` for the
+algorithm, the parameters and the known failure modes.
+
+Outline
+-------
+1. Body: HU > −500, largest connected component after an opening that cuts the table,
+   blankets and arms touching by thin bridges; holes (bowel gas) filled. The outer
+   ``skin_mm`` are skin and never labelled.
+2. Classes by HU (on a lightly smoothed copy for the anatomy, raw HU for the final labels):
+   fat −190…−30, soft tissue (muscle range) −29…+150, dense > 150, gas < −190.
+3. Vertebra: the largest dense component (closed, holes filled) near the body's midline in
+   its posterior half.
+4. Outer muscle wall: rays cast from the body centre; on each ray, walking inward from the
+   skin, the first run of soft/dense tissue at least ``wall_run_mm`` long is the outer
+   surface of the abdominal / back muscle wall. The radius profile is cleaned over angle
+   (an opening removes narrow spurious hits in the fat, a closing bridges the linea alba and
+   other narrow gaps). Fat outside this contour is SAT.
+5. Muscle: (a) the wall band — from the outer wall surface inward along each ray while the
+   tissue stays soft (fat or dense gaps up to ``wall_gap_mm`` allowed), at most
+   ``wall_max_mm`` deep, narrow thickness spikes (bowel touching the wall) removed over
+   angle; (b) around the vertebra — soft-tissue components (after a small opening) that touch
+   the vertebra or the wall band within a box around the spine that excludes the space in
+   front of the vertebral body (aorta, IVC): psoas, quadratus lumborum, paraspinals.
+   Everything else inside the wall (bowel, kidneys, liver, vessels) is never muscle.
+6. IMAT: fat inside the muscle envelope (muscle closed by ``imat_close_mm``, holes filled).
+   VAT: the remaining fat inside the wall contour.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+import sarcoscope
+from sarcoscope.tissues import FAT_HU, MUSCLE_HU, Tissue
+
+log = logging.getLogger(__name__)
+
+# class codes of the internal class image
+_OUT, _FAT, _SOFT, _DENSE, _GAS, _SPINE, _SKIN = 0, 1, 2, 3, 4, 5, 6
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    """Tunable constants of the baseline, in mm and HU (see docs/baseline.md)."""
+
+    body_hu: float = -500.0
+    body_open_mm: float = 6.0
+    skin_mm: float = 2.5
+    skin_max_mm: float = 6.0
+    smooth_sigma_mm: float = 0.6
+    dense_hu: float = 150.0
+    vertebra_min_mm2: float = 300.0
+    n_rays: int = 720
+    target_noise_hu: float = 10.0
+    wall_hu: float = -50.0
+    wall_run_mm: float = 2.0
+    wall_dip_arc_mm: float = 12.0
+    wall_open_arc_mm: float = 12.0
+    wall_close_mm: float = 30.0
+    wall_min_mm: float = 3.0
+    organ_mm: float = 10.0
+    imat_hole_mm2: float = 1000.0
+    wall_gap_mm: float = 2.5
+    wall_max_mm: float = 35.0
+    wall_spike_arc_mm: float = 30.0
+    spine_open_mm: float = 1.5
+    spine_anterior_mm: float = 10.0
+    spine_lateral_mm: float = 40.0
+    psoas_lateral_mm: float = 40.0
+    imat_close_mm: float = 3.0
+    min_muscle_mm2: float = 20.0
+
+
+def _edt(mask: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    return ndi.distance_transform_edt(mask, sampling=spacing)
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndi.label(mask)
+    if n <= 1:
+        return mask.copy() if n == 1 else mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def _open(mask: np.ndarray, r_mm: float, spacing: tuple[float, float]) -> np.ndarray:
+    """Binary opening with a disk of radius r_mm (exact, via distance transforms)."""
+    eroded = _edt(mask, spacing) > r_mm
+    return ~(_edt(~eroded, spacing) > r_mm) & mask
+
+
+def _close(mask: np.ndarray, r_mm: float, spacing: tuple[float, float]) -> np.ndarray:
+    """Binary closing with a disk of radius r_mm (exact, via distance transforms).
+
+    The mask is padded first so that the dilation never reaches the array edge (where the
+    erosion could not take it back).
+    """
+    pad = (int(math.ceil(r_mm / spacing[0])) + 1, int(math.ceil(r_mm / spacing[1])) + 1)
+    padded = np.pad(mask, (pad[0:1] * 2, pad[1:2] * 2))
+    dilated = ~(_edt(~padded, spacing) > r_mm)
+    return (_edt(dilated, spacing) > r_mm)[pad[0]:-pad[0], pad[1]:-pad[1]]
+
+
+def body_mask(hu: np.ndarray, spacing: tuple[float, float], p: BaselineParams) -> np.ndarray:
+    """The trunk: largest component without table/arms bridges, holes filled.
+
+    The opening that cuts thin bridges is a coarse operation, so it runs on a grid of about
+    2 mm; the returned mask keeps the full-resolution outline.
+    """
+    mask = hu > p.body_hu
+    if not mask.any():
+        return mask
+    mask = _largest(mask)
+    f = (max(1, int(2.0 / spacing[0])), max(1, int(2.0 / spacing[1])))
+    coarse = mask[f[0] // 2::f[0], f[1] // 2::f[1]]
+    csp = (spacing[0] * f[0], spacing[1] * f[1])
+    core = _largest(_edt(np.pad(coarse, 1), csp) > p.body_open_mm)
+    if core.any():
+        near = ~(_edt(~core, csp) > p.body_open_mm + 1.5 * max(csp))
+        near = near[1:-1, 1:-1]
+        near = np.repeat(np.repeat(near, f[0], axis=0), f[1], axis=1)
+        full = np.zeros_like(mask)
+        full[: near.shape[0], : near.shape[1]] = near[: mask.shape[0], : mask.shape[1]]
+        if near.shape[0] < mask.shape[0]:
+            full[near.shape[0]:, : near.shape[1]] = full[near.shape[0] - 1: near.shape[0], : near.shape[1]]
+        if near.shape[1] < mask.shape[1]:
+            full[:, near.shape[1]:] = full[:, near.shape[1] - 1: near.shape[1]]
+        mask = _largest(mask & full)
+    box = _crop_box(mask, 1)
+    out = np.zeros_like(mask)
+    out[box] = ndi.binary_fill_holes(mask[box])
+    return out
+
+
+def _find_vertebra(dense: np.ndarray, body: np.ndarray, spacing: tuple[float, float],
+                   p: BaselineParams) -> np.ndarray | None:
+    """Largest dense component near the midline in the posterior half of the body."""
+    if not dense.any():
+        return None
+    closed = ndi.binary_closing(dense, structure=np.ones((3, 3), bool),
+                                iterations=max(1, round(1.5 / min(spacing))))
+    closed = ndi.binary_fill_holes(closed)
+    lab, n = ndi.label(closed)
+    if n == 0:
+        return None
+    rows, cols = np.nonzero(body)
+    cy, cx = rows.mean(), cols.mean()
+    width = (cols.max() - cols.min() + 1) * spacing[1]
+    idx = np.arange(1, n + 1)
+    area = ndi.sum_labels(np.ones_like(lab), lab, idx) * spacing[0] * spacing[1]
+    coms = np.array(ndi.center_of_mass(closed, lab, idx)).reshape(-1, 2)
+    ok = (
+        (area >= p.vertebra_min_mm2)
+        & (np.abs(coms[:, 1] - cx) * spacing[1] < 0.2 * width)
+        & (coms[:, 0] > cy - 10.0 / spacing[0])
+    )
+    if not ok.any():
+        return None
+    best = idx[ok][np.argmax(area[ok])]
+    return lab == best
+
+
+def _noise_sd(hu: np.ndarray, inner: np.ndarray) -> float:
+    """Pixel noise SD from horizontal neighbour differences inside fat (robust, MAD-based)."""
+    fat = inner & (hu > -190.0) & (hu < -30.0)
+    pair = fat[:, 1:] & fat[:, :-1]
+    if pair.sum() < 200:
+        return 15.0
+    d = (hu[:, 1:] - hu[:, :-1])[pair]
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return 1.4826 * mad / math.sqrt(2.0)
+
+
+def _run_starts(mask: np.ndarray, n: int) -> np.ndarray:
+    """True at [t, s] where mask[t, s:s+n] is all True (a run of >= n starts at s)."""
+    c = np.cumsum(mask, axis=1, dtype=np.int32)
+    c = np.concatenate([np.zeros((mask.shape[0], 1), np.int32), c], axis=1)
+    out = np.zeros(mask.shape, bool)
+    if n <= mask.shape[1]:
+        out[:, : mask.shape[1] - n + 1] = (c[:, n:] - c[:, :-n]) == n
+    return out
+
+
+def _first(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True per row, -1 where none."""
+    idx = np.argmax(mask, axis=1)
+    idx[~mask[np.arange(mask.shape[0]), idx]] = -1
+    return idx
+
+
+def _circular(fn, values: np.ndarray, size: int) -> np.ndarray:
+    size = max(1, int(size))
+    if size <= 1:
+        return values
+    return fn(values, size=size, mode="wrap")
+
+
+def _fill_missing_circular(values: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(values)
+    if ok.all() or not ok.any():
+        return values
+    n = values.size
+    x = np.arange(n)
+    return np.interp(x, x[ok], values[ok], period=n)
+
+
+class BaselineSegmenter:
+    """Rule-based segmenter (Segmenter protocol); see the module docstring."""
+
+    name = "baseline-threshold"
+    version = sarcoscope.__version__
+    sha256: str | None = None
+
+    def __init__(self, params: BaselineParams | None = None) -> None:
+        self.params = params or BaselineParams()
+
+    def segment(self, hu: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> np.ndarray:
+        """Label a display-oriented (rows, columns) HU slice: 0 bg, 1 muscle, 2 IMAT, 3 VAT, 4 SAT."""
+        return segment_slice(hu, pixel_spacing_mm, self.params).labels
+
+
+@dataclass(frozen=True, eq=False)
+class BaselineDebug:
+    """The labels and the intermediate masks (for overlays, tests and docs)."""
+
+    labels: np.ndarray
+    body: np.ndarray
+    inside_wall: np.ndarray
+    wall_band: np.ndarray
+    spine_zone: np.ndarray
+    vertebra: np.ndarray | None
+    centre_rc: tuple[float, float]
+
+
+def _crop_box(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1 = max(0, rows[0] - margin), min(mask.shape[0], rows[-1] + margin + 1)
+    c0, c1 = max(0, cols[0] - margin), min(mask.shape[1], cols[-1] + margin + 1)
+    return slice(r0, r1), slice(c0, c1)
+
+
+def _drop_small(mask: np.ndarray, min_mm2: float, sp: tuple[float, float]) -> np.ndarray:
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel()) * sp[0] * sp[1]
+    keep = sizes >= min_mm2
+    keep[0] = False
+    return keep[lab]
+
+
+def _fill_small_holes(mask: np.ndarray, max_mm2: float, sp: tuple[float, float]) -> np.ndarray:
+    """Fill enclosed holes up to max_mm2 (never the whole visceral cavity a muscle ring encloses)."""
+    holes = ndi.binary_fill_holes(mask) & ~mask
+    return mask | (holes & ~_drop_small(holes, max_mm2, sp))
+
+
+def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
+                  params: BaselineParams | None = None) -> BaselineDebug:
+    """Run the baseline on one slice and keep the intermediate masks."""
+    p = params or BaselineParams()
+    hu_full = np.asarray(hu, dtype=np.float32)
+    if hu_full.ndim != 2:
+        raise ValueError(f"baseline segmenter needs a 2-D slice, got shape {hu_full.shape}")
+    sp = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
+    if not all(math.isfinite(s) and s > 0 for s in sp):
+        raise ValueError(f"pixel spacing must be positive, got {pixel_spacing_mm}")
+    shape = hu_full.shape
+    empty_full = np.zeros(shape, bool)
+    labels_full = np.zeros(shape, np.uint8)
+
+    body_full = body_mask(hu_full, sp, p)
+    if body_full.sum() * sp[0] * sp[1] < 2000.0:  # < 20 cm²: nothing to measure
+        log.warning("baseline: no body found on the slice (largest component < 20 cm²)")
+        return BaselineDebug(labels_full, body_full, empty_full, empty_full, empty_full, None,
+                             (math.nan, math.nan))
+    if body_full[0].any() or body_full[-1].any() or body_full[:, 0].any() or body_full[:, -1].any():
+        log.warning("baseline: body touches the field-of-view edge; SAT (and possibly muscle) "
+                    "outside the image is not measured")
+    # work inside the body's bounding box: every later operation costs area
+    box = _crop_box(body_full, 2)
+    hu = hu_full[box]
+    body = body_full[box]
+    # image edges of a cut-off body are not skin: replicate the edge so only air erodes
+    depth = _edt(np.pad(body, 1, mode="edge"), sp)[1:-1, 1:-1]
+    inner = body & (depth > p.skin_mm)
+
+    # anatomy is found on a smoothed copy; the smoothing grows with the measured noise so that
+    # low-dose scans (SD 30–45 HU) do not break the muscle wall into specks
+    noise = _noise_sd(hu, inner)
+    sig_px = noise / (2.0 * math.sqrt(math.pi) * p.target_noise_hu)
+    sigma = (max(sig_px, p.smooth_sigma_mm / sp[0]), max(sig_px, p.smooth_sigma_mm / sp[1]))
+    sm = ndi.gaussian_filter(hu, sigma=sigma)
+    cls = np.full(hu.shape, _OUT, np.uint8)
+    cls[body & ~inner] = _SKIN
+    cls[inner & (sm < FAT_HU[0])] = _GAS
+    cls[inner & (sm >= FAT_HU[0]) & (sm <= FAT_HU[1])] = _FAT
+    cls[inner & (sm > FAT_HU[1]) & (sm <= p.dense_hu)] = _SOFT
+    dense = inner & (sm > p.dense_hu)
+    cls[dense] = _DENSE
+    vert = _find_vertebra(dense, body, sp, p)
+    if vert is not None:
+        vert &= inner
+        cls[vert] = _SPINE
+    else:
+        log.warning("baseline: no vertebra found; psoas/paraspinal handling disabled")
+
+    # ---- rays from the body centre: outer surface of the muscle wall -------------------
+    rows, cols = np.nonzero(body)
+    cy, cx = float(rows.mean()), float(cols.mean())
+    step = 0.7 * min(sp)
+    h, w = hu.shape
+    r_max = math.hypot(max(cy, h - 1 - cy) * sp[0], max(cx, w - 1 - cx) * sp[1]) + step
+    n_s = int(r_max / step) + 1
+    theta = np.linspace(-math.pi, math.pi, p.n_rays, endpoint=False)
+    radii = r_max - np.arange(n_s) * step  # outside → in
+    rr = np.rint(cy + np.outer(np.sin(theta), radii) / sp[0]).astype(np.intp)
+    cc = np.rint(cx + np.outer(np.cos(theta), radii) / sp[1]).astype(np.intp)
+    valid = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    ray = np.full(rr.shape, _OUT, np.uint8)
+    ray[valid] = cls[rr[valid], cc[valid]]
+    ray_body = np.zeros(rr.shape, bool)
+    ray_body[valid] = body[rr[valid], cc[valid]]
+    start = _first(ray_body)
+
+    s_idx = np.arange(n_s)[None, :]
+    start = np.where(start < 0, n_s, start)
+    wall_like = np.zeros(rr.shape, bool)
+    wall_like[valid] = (inner & (sm > p.wall_hu))[rr[valid], cc[valid]]
+    # thick skin (the back): a soft layer that starts at the skin and gives way to fat within
+    # skin_max_mm is skin, not the muscle wall
+    tissue_at = _first((s_idx >= start[:, None]) & (ray != _SKIN) & (ray != _OUT))
+    tissue_at = np.where(tissue_at < 0, n_s, tissue_at)
+    after_skin = s_idx >= tissue_at[:, None]
+    first_fat = _first(after_skin & (ray == _FAT))
+    first_gap = _first(after_skin & ~wall_like)
+    n_skin = int(p.skin_max_mm / step)
+    thick_skin = (first_fat >= 0) & (first_fat == first_gap) & (first_fat - start <= n_skin) & (
+        first_fat > tissue_at)
+    start = np.where(thick_skin, first_fat, tissue_at)
+    after_start = s_idx >= start[:, None]
+    n_run = max(1, math.ceil(p.wall_run_mm / step))
+    hit = _first(_run_starts(wall_like, n_run) & after_start)
+    r_out = _fill_missing_circular(np.where(hit >= 0, r_max - hit * step, np.nan))
+    if not np.isfinite(r_out).any():
+        log.warning("baseline: no muscle wall found; everything inside the skin is left unlabelled")
+        labels_full[box] = 0
+        return BaselineDebug(labels_full, body_full, empty_full, empty_full, empty_full, None, (cy, cx))
+    r_med = float(np.median(r_out))
+    per_mm = p.n_rays / (2 * math.pi * max(r_med, 10.0))  # rays per mm of arc at the wall
+    # a faint wall is hit on some rays and missed on others (comb-like profile): fill narrow
+    # dips first, then remove narrow outward spikes (a vessel or septum in the fat)
+    r_out = _circular(ndi.grey_closing, r_out, round(p.wall_dip_arc_mm * per_mm))
+    r_out = _circular(ndi.grey_opening, r_out, round(p.wall_open_arc_mm * per_mm))
+
+    # wall thickness along each ray, from the outer surface inward: soft tissue with small
+    # fat/dense gaps; when the cap is reached (an organ abuts the wall), cut at the deepest fat
+    # plane inside the run, where one exists.
+    hit_s = np.clip(np.rint((r_max - r_out) / step).astype(np.intp), 0, n_s - 1)
+    from_hit = s_idx >= hit_s[:, None]
+    n_gap = max(1, math.ceil(p.wall_gap_mm / step))
+    gap_like = ~wall_like | (ray == _DENSE)
+    stop = np.isin(ray, (_GAS, _OUT, _SPINE)) | _run_starts(gap_like, n_gap + 1)
+    stop_at = _first(stop & from_hit)
+    n_cap = int(p.wall_max_mm / step)
+    capped = (stop_at < 0) | (stop_at - hit_s > n_cap)
+    thick = np.where(capped, p.wall_max_mm, (stop_at - hit_s) * step)
+    if capped.any():
+        n_min = int(p.wall_min_mm / step)
+        window = (s_idx >= (hit_s + n_min)[:, None]) & (s_idx <= (hit_s + n_cap)[:, None])
+        fat_plane = (ray == _FAT) & window
+        last = n_s - 1 - _first(fat_plane[:, ::-1])
+        has = capped & (last < n_s)
+        thick[has] = (last[has] - hit_s[has]) * step
+    thick = _circular(ndi.grey_opening, thick, round(p.wall_spike_arc_mm * per_mm))
+
+    # ---- back to pixels ----------------------------------------------------------------
+    yy = (np.arange(h, dtype=np.float32)[:, None] - cy) * sp[0]
+    xx = (np.arange(w, dtype=np.float32)[None, :] - cx) * sp[1]
+    r_pix = np.hypot(yy, xx)
+    t_idx = np.rint((np.arctan2(yy, xx) + math.pi) / (2 * math.pi) * p.n_rays).astype(np.intp) % p.n_rays
+    inside_rays = inner & (r_pix < r_out[t_idx])
+    # bridge the linea alba and other gaps narrower than 2 * wall_close_mm
+    inside_wall = _close(inside_rays, p.wall_close_mm, sp) & inner
+    wall_depth = _edt(inside_wall, sp)
+    wall_band = inside_wall & (wall_depth <= thick[t_idx] + step)
+
+    soft_raw = inner & (hu >= MUSCLE_HU[0]) & (hu <= MUSCLE_HU[1])
+    fat_raw = inner & (hu >= FAT_HU[0]) & (hu <= FAT_HU[1])
+    soft_s = cls == _SOFT
+    # organs (liver, spleen, kidney, fluid-filled bowel) are thick blobs; wall muscles are not
+    organ = _open(inside_wall & np.isin(cls, (_SOFT, _DENSE)), p.organ_mm, sp)
+    wall_tissue = inner & (sm > p.wall_hu) & (sm <= p.dense_hu)
+    muscle = wall_tissue & wall_band & ~organ
+
+    spine_zone = np.zeros_like(body)
+    if vert is not None:
+        spine_zone = _spine_zone(vert, inside_wall, sp, p)
+        cand = ndi.binary_opening(soft_s & spine_zone, _disk(p.spine_open_mm, sp))
+        anchor = ndi.binary_dilation(vert, _disk(3.0, sp)) | (muscle & ~organ)
+        lab, n = ndi.label(cand)
+        if n:
+            touched = np.unique(lab[anchor & cand])
+            touched = touched[touched > 0]
+            spine_muscle = np.isin(lab, touched)
+            spine_muscle = ndi.binary_dilation(spine_muscle, _disk(p.spine_open_mm, sp)) & soft_s & spine_zone
+            muscle = (muscle & ~spine_zone) | spine_muscle | (muscle & spine_zone & ~organ)
+
+    muscle = _drop_small(muscle, p.min_muscle_mm2, sp)
+
+    # final labels on raw HU (Alberta thresholds), inside the anatomical compartments
+    envelope = _fill_small_holes(_close(muscle, p.imat_close_mm, sp), p.imat_hole_mm2, sp)
+    envelope &= inside_wall
+    if vert is not None:
+        envelope &= ~vert
+    muscle_final = envelope & soft_raw & (cls != _SPINE)
+    imat = envelope & fat_raw
+    vat = inside_wall & fat_raw & ~envelope
+    if vert is not None:
+        vat &= ~vert
+    sat = inner & ~inside_wall & fat_raw
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[sat] = Tissue.SAT
+    labels[vat] = Tissue.VAT
+    labels[imat] = Tissue.IMAT
+    labels[muscle_final] = Tissue.MUSCLE
+    labels_full[box] = labels
+
+    def full(m: np.ndarray) -> np.ndarray:
+        out = np.zeros(shape, bool)
+        out[box] = m
+        return out
+
+    return BaselineDebug(labels_full, body_full, full(inside_wall), full(wall_band),
+                         full(spine_zone), None if vert is None else full(vert),
+                         (cy + box[0].start, cx + box[1].start))
+
+
+def _disk(r_mm: float, sp: tuple[float, float]) -> np.ndarray:
+    """Elliptical structuring element of radius r_mm for pixel spacing sp."""
+    ry, rx = max(0, int(r_mm / sp[0])), max(0, int(r_mm / sp[1]))
+    y, x = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+    return (y * sp[0]) ** 2 + (x * sp[1]) ** 2 <= r_mm**2 + 1e-6
+
+
+def _spine_zone(vert: np.ndarray, inside_wall: np.ndarray, sp: tuple[float, float],
+                p: BaselineParams) -> np.ndarray:
+    """Where psoas, quadratus lumborum and paraspinals lie, relative to the vertebra.
+
+    Behind the transverse-process line: out to the processes' tips plus ``spine_lateral_mm``
+    (paraspinals, quadratus lumborum). In front of it: only ``psoas_lateral_mm`` beyond the
+    vertebral body's side (psoas; the kidneys lie further out), from ``spine_anterior_mm`` in
+    front of the body's front edge, except straight in front of the body (aorta, IVC).
+    """
+    rows, cols = np.nonzero(vert)
+    cx = float(np.median(cols))
+    mid = np.abs(cols - cx) * sp[1] < 10.0
+    front = float(rows[mid].min()) if mid.any() else float(rows.min())
+    # vertebral body half-width: at ~15 mm behind its front edge
+    body_row = int(round(front + 15.0 / sp[0]))
+    body_cols = cols[rows == min(body_row, rows.max())]
+    half_w = (body_cols.max() - body_cols.min() + 1) * sp[1] / 2 if body_cols.size else 20.0
+    lat_extent = max(abs(cols.max() - cx), abs(cols.min() - cx)) * sp[1]
+    processes = np.abs(cols - cx) * sp[1] > half_w + 5.0
+    if processes.sum() * sp[0] * sp[1] >= 20.0:
+        tp_mm = (float(np.median(rows[processes])) - front) * sp[0]
+    else:  # slice through the disc or pedicles: assume a typical body depth
+        tp_mm = 35.0
+    yy = (np.arange(vert.shape[0])[:, None] - front) * sp[0]  # mm behind the body's front
+    xx = np.abs(np.arange(vert.shape[1])[None, :] - cx) * sp[1]
+    behind = (yy >= tp_mm - 5.0) & (xx <= max(lat_extent, half_w) + p.spine_lateral_mm)
+    psoas = (yy >= -p.spine_anterior_mm) & (xx <= half_w + p.psoas_lateral_mm)
+    psoas &= ~((xx <= half_w + 3.0) & (yy < 0.0))
+    return inside_wall & (behind | psoas)

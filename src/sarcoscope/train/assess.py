@@ -1,0 +1,130 @@
+"""Running segmenters against references: the held-out phantom test set and user-annotated CT.
+
+No torch. ``sarcoscope evaluate`` calls these; the numbers in docs/model-card.md come from
+``sarcoscope evaluate --synthetic 500 --segmenter model --segmenter baseline``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sarcoscope.errors import InputError
+from sarcoscope.evaluate import CaseAgreement, compare_case, summarise, summary_table, write_report
+from sarcoscope.segment.base import Segmenter
+from sarcoscope.train.config import LEVELS
+from sarcoscope.train.data import STREAM_TEST, TEST_SEED, SliceSource, draw_slice
+
+logger = logging.getLogger(__name__)
+
+#: Level mix of the held-out test set: every level, L3 three times as often (as in training).
+TEST_LEVEL_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 3.0, 1.0, 1.0)
+
+
+def make_segmenters(choices: list[str], model: Path | None = None) -> dict[str, Segmenter]:
+    """Instantiate the named segmenters ('model', 'baseline') in the given order."""
+    segs: dict[str, Segmenter] = {}
+    for choice in choices:
+        if choice == "model":
+            from sarcoscope.segment.onnx_model import OnnxSegmenter
+
+            segs["model"] = OnnxSegmenter(model)
+        elif choice == "baseline":
+            from sarcoscope.segment.baseline import BaselineSegmenter
+
+            segs["baseline"] = BaselineSegmenter()
+        else:
+            raise InputError(f"unknown segmenter {choice!r}; use 'model' or 'baseline'")
+    return segs
+
+
+def heldout_source(seed: int = TEST_SEED) -> SliceSource:
+    """The held-out synthetic test stream (never drawn by training: different seed and stream)."""
+    return SliceSource("phantom", seed, STREAM_TEST, LEVELS, TEST_LEVEL_WEIGHTS)
+
+
+def _finish(
+    cases: dict[str, list[CaseAgreement]], levels: list[str], timings: dict[str, list[float]], out_dir: Path,
+    meta: dict[str, object],
+) -> dict[str, dict]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for name, rows in cases.items():
+        write_report(rows, out_dir, name)
+        summaries[name] = summarise(rows)
+    by_level: dict[str, dict[str, dict]] = {}
+    for level in sorted(set(levels)):
+        idx = [i for i, lv in enumerate(levels) if lv == level]
+        by_level[level] = {
+            name: {k: v["dice"]["mean"] for k, v in summarise([rows[i] for i in idx]).items()}
+            for name, rows in cases.items()
+        }
+    timing = {name: {"median_ms": 1000 * float(np.median(t)), "n": len(t)} for name, t in timings.items()}
+    table = summary_table(summaries)
+    (out_dir / "summary.md").write_text(
+        f"# Evaluation\n\n{json.dumps(meta)}\n\n{table}\n\n## Mean Dice by level\n\n```\n"
+        + json.dumps(by_level, indent=1) + "\n```\n\n## Segmentation time (median, this machine)\n\n```\n"
+        + json.dumps(timing, indent=1) + "\n```\n",
+        encoding="utf-8",
+    )
+    (out_dir / "by_level.json").write_text(json.dumps({"dice_by_level": by_level, "timing": timing, **meta}, indent=1))
+    return summaries
+
+
+def evaluate_synthetic(
+    segmenters: dict[str, Segmenter], n: int, out_dir: Path, seed: int = TEST_SEED
+) -> dict[str, dict]:
+    """Score each segmenter on the first ``n`` slices of the held-out phantom test stream."""
+    source = heldout_source(seed)
+    cases: dict[str, list[CaseAgreement]] = {name: [] for name in segmenters}
+    timings: dict[str, list[float]] = {name: [] for name in segmenters}
+    levels = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        s = draw_slice(source, i)
+        levels.append(s.level)
+        for name, seg in segmenters.items():
+            t = time.perf_counter()
+            pred = seg.segment(s.hu, s.pixel_spacing_mm)
+            timings[name].append(time.perf_counter() - t)
+            cases[name].append(compare_case(f"{i:04d}-{s.level}", s.hu, pred, s.labels, s.pixel_spacing_mm))
+        if (i + 1) % 50 == 0:
+            logger.info("evaluated %d/%d slices (%.0f s)", i + 1, n, time.perf_counter() - t0)
+    meta = {"set": "phantom held-out", "seed": seed, "stream": STREAM_TEST, "n": n,
+            "segmenters": {k: {"name": v.name, "version": v.version, "sha256": v.sha256} for k, v in segmenters.items()}}
+    return _finish(cases, levels, timings, Path(out_dir), meta)
+
+
+def evaluate_pairs(
+    segmenters: dict[str, Segmenter],
+    pairs: list[tuple[Path, Path]],
+    out_dir: Path,
+    value_map: dict[int, int] | None = None,
+) -> dict[str, dict]:
+    """Score each segmenter on user CT with reference masks (every annotated slice is a case)."""
+    from sarcoscope.io import read_ct
+    from sarcoscope.train.annotations import load_reference
+
+    cases: dict[str, list[CaseAgreement]] = {name: [] for name in segmenters}
+    timings: dict[str, list[float]] = {name: [] for name in segmenters}
+    levels = []
+    for image, ref in pairs:
+        volume = read_ct(Path(image))
+        for rs in load_reference(Path(ref), volume, value_map, image_file=Path(image) if Path(image).is_file() else None):
+            hu = volume.slice_hu(rs.k)
+            levels.append("user")
+            for name, seg in segmenters.items():
+                t = time.perf_counter()
+                pred = seg.segment(hu, volume.pixel_spacing_mm)
+                timings[name].append(time.perf_counter() - t)
+                cases[name].append(compare_case(f"{Path(image).name}#{rs.k}", hu, pred, rs.labels, volume.pixel_spacing_mm))
+    meta = {"set": "user references", "n": len(levels),
+            "segmenters": {k: {"name": v.name, "version": v.version, "sha256": v.sha256} for k, v in segmenters.items()}}
+    return _finish(cases, levels, timings, Path(out_dir), meta)
+
+
+__all__ = ["evaluate_pairs", "evaluate_synthetic", "make_segmenters", "summary_table", "heldout_source"]

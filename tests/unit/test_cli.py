@@ -1,0 +1,164 @@
+"""The CLI shell: exit codes, one-paragraph messages, all-or-nothing outputs, --json, info."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sarcoscope import errors, pipeline
+from sarcoscope.cli.main import main
+from sarcoscope.settings import AnalysisSettings
+from tests.e2e._fakes import LookupSegmenter, make_volume
+
+
+_REAL_ANALYZE = pipeline.analyze
+
+
+def _fake_result(slices="2"):
+    vol, _ = make_volume(5)
+    return _REAL_ANALYZE(vol, AnalysisSettings(slices=slices), segmenter=LookupSegmenter())
+
+
+@pytest.fixture
+def fake_analyze(monkeypatch):
+    calls = []
+
+    def fake(source, settings=None, **kw):
+        calls.append((source, settings))
+        return _fake_result(settings.slices or "2")
+
+    monkeypatch.setattr(pipeline, "analyze", fake)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "exc, code, kind",
+    [
+        (errors.InputError("scan.dcm: not CT (modality MR); give a CT series"), 2, "bad input"),
+        (errors.GeometryError("gantry tilt 12°"), 2, "bad geometry"),
+        (errors.L3NotFound("L3 is not in the scan.", coverage="T10 to L1"), 3, "L3 not found"),
+        (errors.ModelError("model.onnx damaged"), 4, "model problem"),
+        (errors.ExportError("disk full"), 5, "cannot write results"),
+        (errors.PacsError("association rejected", status=0xA700), 6, "PACS error"),
+    ],
+)
+def test_each_error_class_maps_to_its_exit_code(monkeypatch, tmp_path, capsys, exc, code, kind):
+    def boom(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(pipeline, "analyze", boom)
+    out = tmp_path / "out"
+    rc = main(["analyze", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == code
+    assert f"error ({kind}, exit {code}):" in err
+    assert str(exc) in " ".join(err.split())
+    assert "Traceback" not in err
+    assert not out.exists()
+    if isinstance(exc, errors.L3NotFound):
+        assert "The scan covers T10 to L1." in " ".join(err.split())
+
+
+def test_exit_codes_match_the_documented_table():
+    assert errors.EXIT_CODES["success"] == 0
+    documented = set(errors.EXIT_CODES.values())
+    for cls in (errors.InputError, errors.GeometryError, errors.ConfigError, errors.L3NotFound,
+                errors.ModelError, errors.ExportError, errors.PacsError, errors.SarcoscopeError):
+        assert cls.exit_code in documented
+
+
+def test_internal_error_exit_70_traceback_only_with_v(monkeypatch, tmp_path, capsys):
+    def bug(*a, **k):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(pipeline, "analyze", bug)
+    assert main(["analyze", str(tmp_path)]) == 70
+    err = capsys.readouterr().err
+    assert "internal error (exit 70): ZeroDivisionError: division by zero" in err
+    assert "Traceback" not in err
+    assert main(["-v", "analyze", str(tmp_path)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err
+
+
+def test_usage_errors_exit_2(capsys, tmp_path):
+    assert main(["analyze", str(tmp_path), "--no-such-option"]) == 2
+    assert "No such option" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path), "--slices", "1-3"]) == 2
+    assert "is not a valid slice specification" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path), "--sex", "X"]) == 2
+
+
+def test_analyze_writes_all_outputs_and_prints_the_table(fake_analyze, tmp_path, capsys):
+    out = tmp_path / "new" / "out"
+    labels = tmp_path / "labels.nii.gz"
+    table = tmp_path / "rows.csv"
+    rc = main(["analyze", str(tmp_path), "--out", str(out), "--labels", str(labels),
+               "--csv", str(table), "--slices", "2", "--height-cm", "170"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["overlay.png", "result.json"]
+    assert labels.is_file() and table.is_file()
+    assert not [p for p in tmp_path.rglob(".sarcoscope-*")]  # staging folders removed
+    text = " ".join(captured.out.split())
+    assert "Skeletal muscle" in text and "SAT" in text and "mean HU" in text
+    assert "reference: Martin 2013" in text
+    assert f"wrote {out / 'result.json'}" in text and f"wrote {labels}" in text
+    settings = fake_analyze[0][1]
+    assert settings.height_cm == 170 and settings.labels_path == labels
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["timings_s"]["write"] > 0
+
+
+def test_failure_while_writing_leaves_no_result_files(fake_analyze, monkeypatch, tmp_path, capsys):
+    import sarcoscope.export.labels_nifti as ln
+
+    def fail(*a, **k):
+        raise errors.ExportError("labels.nii.gz: disk full")
+
+    monkeypatch.setattr(ln, "write_labels_nifti", fail)
+    out = tmp_path / "out"
+    table = tmp_path / "rows.csv"
+    table.write_text("")  # an existing (empty) file must stay as it was
+    rc = main(["analyze", str(tmp_path), "--out", str(out), "--labels",
+               str(tmp_path / "labels.nii.gz"), "--csv", str(table)])
+    assert rc == 5
+    assert "disk full" in capsys.readouterr().err
+    assert not out.exists()
+    assert not (tmp_path / "labels.nii.gz").exists()
+    assert table.read_text() == ""
+    assert not [p for p in tmp_path.rglob(".sarcoscope-*")]
+
+
+def test_out_that_is_a_file_is_refused(fake_analyze, tmp_path, capsys):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    assert main(["analyze", str(tmp_path), "--out", str(f)]) == 5
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_json_flag_prints_only_json_on_stdout(fake_analyze, tmp_path, capsys):
+    assert main(["analyze", str(tmp_path), "--json", "--slices", "1,2"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["schema"] == "sarcoscope.result/1"
+    assert [s["index"] for s in doc["slices"]] == [1, 2]
+
+
+def test_info_lists_versions_decoders_model_and_references(capsys):
+    assert main(["info"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "sarcoscope 0.1.0" in out and "pydicom" in out and "onnxruntime" in out
+    assert "JPEG 2000" in out and "JPEG Lossless" in out and "pylibjpeg" in out
+    assert "segmentation model" in out
+    for key in ("prado2008", "martin2013", "derstine2018", "vanderwerf2018"):
+        assert key in out
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert "sarcoscope 0.1.0" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Exit codes" in out and "L3 not found" in out and "analyze" in out

@@ -1,0 +1,133 @@
+"""NIfTI reading: RAS→LPS, any axis-aligned storage order, source grid, --slices mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sarcoscope.errors import InputError
+from sarcoscope.io import read_ct, source_to_display_index
+from sarcoscope.io.reader import display_to_source_index
+from sarcoscope.tissues import AIR_HU
+from tests.unit.test_io_factory import expected_display_hu, world_hu
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _write(path: Path, affine_ras: np.ndarray, shape=(12, 10, 6), dtype=np.int16, slope=None) -> np.ndarray:
+    """Write a NIfTI whose voxels hold world_hu at their LPS position; returns the stored array."""
+    idx = np.stack(np.meshgrid(*(np.arange(s) for s in shape), indexing="ij"), axis=-1)
+    ras = np.concatenate([idx, np.ones(shape + (1,))], axis=-1) @ affine_ras.T
+    lps = ras @ RAS_TO_LPS.T
+    data = world_hu(lps[..., 0], lps[..., 1], lps[..., 2]).astype(dtype)
+    img = nib.Nifti1Image(data, affine_ras)
+    if slope is not None:
+        img.header.set_slope_inter(*slope)
+    nib.save(img, str(path))
+    return data
+
+
+def _affine(columns: list[list[float]], origin=(20.0, -15.0, -40.0)) -> np.ndarray:
+    a = np.eye(4)
+    a[:3, :3] = np.array(columns, dtype=float).T
+    a[:3, 3] = origin
+    return a
+
+
+# Integral spacings (1, 2, 3 mm on different axes) keep world_hu exact after the float32
+# round trip of the NIfTI header while still telling the axes apart.
+AFFINES = {
+    "RAS": _affine([[1, 0, 0], [0, 2, 0], [0, 0, 3]]),
+    "LPS_stored": _affine([[-1, 0, 0], [0, -2, 0], [0, 0, 3]]),
+    "LAS": _affine([[-1, 0, 0], [0, 2, 0], [0, 0, 3]]),
+    "z_flipped": _affine([[1, 0, 0], [0, 2, 0], [0, 0, -3]]),
+    "coronal_stored": _affine([[1, 0, 0], [0, 0, 3], [0, 2, 0]]),
+    "permuted": _affine([[0, 2, 0], [-1, 0, 0], [0, 0, 3]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_orientations_reach_display_convention(tmp_path: Path, name: str, suffix: str) -> None:
+    path = tmp_path / f"ct{suffix}"
+    stored = _write(path, AFFINES[name])
+    vol = read_ct(path)
+    a = vol.affine
+    assert a[0, 0] > 0 and a[1, 1] > 0 and a[2, 2] > 0, a.round(3).tolist()
+    np.testing.assert_array_equal(vol.hu.astype(np.int32), expected_display_hu(vol))
+    assert vol.series.format == "nifti"
+    grid = vol.source_grid
+    assert grid.shape == stored.shape
+    np.testing.assert_allclose(grid.affine, AFFINES[name])
+    np.testing.assert_array_equal(grid.to_source(vol.hu), stored)
+
+
+def test_slices_count_along_stored_third_axis(tmp_path: Path) -> None:
+    path = tmp_path / "flipped.nii.gz"
+    stored = _write(path, AFFINES["z_flipped"])
+    vol = read_ct(path)
+    for k_src in (0, 2, 5):
+        k = source_to_display_index(vol, k_src)
+        np.testing.assert_array_equal(vol.hu[k].T[::-1, ::-1], stored[:, :, k_src])  # RAS x,y vs display i,j
+        assert display_to_source_index(vol, k) == k_src
+    with pytest.raises(InputError, match="outside the NIfTI's third axis 0…5"):
+        source_to_display_index(vol, 6)
+
+
+def test_slices_refused_when_third_axis_is_not_axial(tmp_path: Path) -> None:
+    path = tmp_path / "cor.nii"
+    _write(path, AFFINES["coronal_stored"])
+    vol = read_ct(path)
+    assert any("third axis" in w for w in vol.series.warnings)
+    with pytest.raises(InputError, match="third axis is not the body axis"):
+        source_to_display_index(vol, 0)
+
+
+def test_float_nifti_with_scaling_and_padding(tmp_path: Path) -> None:
+    path = tmp_path / "f.nii.gz"
+    data = np.full((8, 8, 3), 40.0, dtype=np.float32)
+    data[:4] = -3024.0
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    vol = read_ct(path)
+    assert vol.hu.dtype == np.float32
+    assert vol.hu.min() == AIR_HU and vol.padding_fraction == pytest.approx(0.5)
+    assert any("-3024" in w for w in vol.series.warnings)
+
+
+def test_scaled_integer_nifti(tmp_path: Path) -> None:
+    path = tmp_path / "s.nii"
+    raw = np.full((6, 6, 2), 1064, dtype=np.uint16)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(1.0, -1024.0)
+    nib.save(img, str(path))
+    vol = read_ct(path)
+    assert vol.hu.dtype == np.int16 and np.all(vol.hu == 40)
+
+
+def test_four_d_nifti(tmp_path: Path) -> None:
+    one = tmp_path / "one.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 1), np.int16) - 1000, np.eye(4)), str(one))
+    assert read_ct(one).hu.shape == (3, 4, 4)
+    many = tmp_path / "many.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.int16), np.eye(4)), str(many))
+    with pytest.raises(InputError, match=r"many.nii: NIfTI has shape \(4, 4, 3, 2\); sarcoscope needs one 3-D"):
+        read_ct(many)
+
+
+def test_truncated_nifti_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.nii.gz"
+    _write(path, AFFINES["RAS"])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"t.nii.gz: cannot read this NIfTI file"):
+        read_ct(path)
+
+
+def test_nifti_not_in_hu_is_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "raw.nii"
+    nib.save(nib.Nifti1Image(np.full((4, 4, 2), 1000, np.int16), np.eye(4)), str(path))
+    vol = read_ct(path)
+    assert any("may not be in Hounsfield units" in w for w in vol.series.warnings)

@@ -1,0 +1,237 @@
+"""The L3 finder on small hand-built spine volumes (independent of sarcoscope.phantom).
+
+The volumes here are deliberately crude — a soft-tissue ellipse, vertebral bodies and discs,
+posterior arches with transverse processes (L3 longest), ribs on the thoracic vertebrae that
+run laterally and down, a sacrum with alae joined to iliac wings — so the finder is tested on
+anatomy built by a second, independent hand as well as on the project's phantom.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarcoscope.errors import ConfigError, L3NotFound
+from sarcoscope.locate import LocateSettings, find_l3
+from sarcoscope.types import CTVolume, SeriesInfo
+
+TP_HALF_SPAN_MM = {"L1": 32.0, "L2": 40.0, "L3": 50.0, "L4": 45.0, "L5": 42.0, "L6": 40.0}
+
+
+def spine_names(n_thoracic_ribbed: int = 5, n_lumbar: int = 5) -> list[tuple[str, bool]]:
+    """Vertebrae from the top of the volume down, with whether each carries a rib pair."""
+    names = [(f"T{12 - n_thoracic_ribbed + 1 + t}", True) for t in range(n_thoracic_ribbed)]
+    names += [(f"L{n + 1}", False) for n in range(n_lumbar)]
+    return names
+
+
+def make_spine_volume(
+    *,
+    slice_mm: float = 2.0,
+    pixel_mm: float = 2.0,
+    n_pixels: int = 200,
+    z_top_mm: float = 80.0,
+    z_bottom_mm: float = -330.0,
+    lumbar_rib: bool = False,
+    n_lumbar: int = 5,
+    lordosis_mm: float = 12.0,
+    contrast: bool = False,
+    implant: bool = False,
+    feet_offset_mm: float = 0.0,
+    seed: int = 0,
+) -> tuple[CTVolume, dict[str, tuple[float, float]]]:
+    """A display-oriented CTVolume of a lower chest to pelvis, and each vertebra's (bottom, top) z.
+
+    The spine is built from the top (T8 at ``z_top_mm`` - 10 mm) down; ``n_lumbar`` lumbar
+    vertebrae then the sacrum. ``lumbar_rib`` puts a rib pair on L1 (a counting variant).
+    """
+    rng = np.random.default_rng(seed)
+    # Build the spine from z = 60 mm down, independent of the field of view.
+    names = spine_names(5, n_lumbar)
+    truth: dict[str, tuple[float, float]] = {}
+    z = 60.0 + feet_offset_mm
+    levels = []
+    for name, ribbed in names:
+        height = 22.0 if name.startswith("T") else 27.0
+        disc = 6.0 if name.startswith("T") else 9.0
+        top, bottom = z, z - height
+        truth[name] = (bottom, top)
+        levels.append((name, ribbed or (lumbar_rib and name == "L1"), bottom, top))
+        z = bottom - disc
+    sacrum_top = z
+    truth["S1"] = (sacrum_top - 30.0, sacrum_top)
+
+    nz = int(round((z_top_mm - z_bottom_mm) / slice_mm)) + 1
+    zs = z_bottom_mm + slice_mm * np.arange(nz)  # k = 0 is inferior
+    coords = (np.arange(n_pixels) - (n_pixels - 1) / 2) * pixel_mm
+    y, x = np.meshgrid(coords, coords, indexing="ij")  # y posterior, x patient left
+
+    def body_centre_y(zz: float) -> float:
+        # Lordosis: the lumbar bodies bulge forward around z = -120.
+        return 45.0 - lordosis_mm * np.exp(-(((zz + 120.0) / 90.0) ** 2))
+
+    hu = np.full((nz, n_pixels, n_pixels), -1000.0, dtype=np.float32)
+    body = (x / 160.0) ** 2 + (y / 120.0) ** 2 <= 1.0
+    inner = (x / 150.0) ** 2 + (y / 110.0) ** 2 <= 1.0
+    for k, zz in enumerate(zs):
+        img = hu[k]
+        img[body] = -100.0
+        img[inner] = 40.0
+        yc = body_centre_y(zz)
+        if contrast:
+            img[((x - 15.0) ** 2 + (y - (yc - 30.0)) ** 2) <= 11.0**2] = 320.0
+        for name, ribbed, bottom, top in levels:
+            if not bottom - 12 <= zz <= top + 12:
+                continue
+            if bottom <= zz <= top:
+                img[((x / 22.0) ** 2 + ((y - yc) / 16.0) ** 2) <= 1.0] = 260.0
+            # Posterior arch (pedicles, lamina, spinous process) in the upper two thirds.
+            if bottom + (top - bottom) / 3 <= zz <= top + 3:
+                ring = (np.abs(x) <= 14) & (y >= yc + 14) & (y <= yc + 34)
+                canal = (np.abs(x) <= 9) & (y >= yc + 17) & (y <= yc + 30)
+                img[ring & ~canal] = 700.0
+                img[(np.abs(x) <= 4) & (y > yc + 34) & (y <= yc + 60)] = 700.0
+                if not name.startswith("T"):
+                    span = TP_HALF_SPAN_MM.get(name, 40.0)
+                    mid = bottom + 0.62 * (top - bottom)
+                    if abs(zz - mid) <= 5:
+                        img[(np.abs(x) <= span) & (np.abs(y - (yc + 22)) <= 4)] = 650.0
+            if ribbed:
+                # A rib runs from the transverse process laterally, then forward, descending.
+                z_head = bottom + 0.7 * (top - bottom)
+                t = np.linspace(0, 1, 160)
+                for side in (-1.0, 1.0):
+                    px = side * (22 + 118 * np.sin(t * np.pi / 2))
+                    py = (yc + 24) - 130 * (1 - np.cos(t * np.pi / 2)) + 20 * np.sin(t * np.pi)
+                    pz = z_head - 45 * t
+                    sel = np.abs(pz - zz) <= 4.5
+                    for qx, qy in zip(px[sel][::4], py[sel][::4]):
+                        img[((x - qx) ** 2 + (y - qy) ** 2) <= 5.0**2] = 600.0
+        # Sacrum (tilted back) with alae, joined to the iliac wings.
+        if zz <= sacrum_top:
+            depth = sacrum_top - zz
+            if depth <= 90:
+                sy = yc + 0.6 * depth
+                half_w = 50.0 - 0.35 * depth
+                img[(np.abs(x) <= half_w) & (np.abs(y - sy) <= 15)] = 300.0
+                img[(np.abs(x) <= 8) & (np.abs(y - (sy + 18)) <= 3)] = 10.0  # sacral canal
+        if sacrum_top - 80 <= zz <= sacrum_top + 45:
+            wing = (np.abs(x) >= 55) & (np.abs(x) <= 135) & (np.abs(y - (yc + 5 - 0.25 * np.abs(x))) <= 6)
+            if zz <= sacrum_top - 5:
+                wing |= (np.abs(x) >= 50) & (np.abs(x) <= 70) & (np.abs(y - (yc + 10)) <= 14)
+            img[wing] = 550.0
+        if implant and -200 <= zz <= -60:
+            img[(np.abs(np.abs(x) - 18) <= 3) & (np.abs(y - (yc + 40)) <= 3)] = 3000.0
+    hu += rng.normal(0, 12, hu.shape).astype(np.float32)
+    # LPS: x to the patient's left (+i), y posterior (+j), z superior (+k).
+    affine = np.array(
+        [
+            [pixel_mm, 0, 0, coords[0]],
+            [0, pixel_mm, 0, coords[0]],
+            [0, 0, slice_mm, z_bottom_mm],
+            [0, 0, 0, 1],
+        ]
+    )
+    vol = CTVolume(
+        hu=np.clip(np.rint(hu), -1024, 3071).astype(np.int16),
+        affine=affine,
+        series=SeriesInfo(source_path="synthetic", format="phantom"),
+    )
+    return vol, truth
+
+
+def _mid(truth: dict[str, tuple[float, float]], name: str) -> float:
+    bottom, top = truth[name]
+    return (bottom + top) / 2
+
+
+@pytest.fixture(scope="module")
+def standard() -> tuple[CTVolume, dict[str, tuple[float, float]]]:
+    return make_spine_volume()
+
+
+def test_mid_l3_on_a_standard_spine(standard) -> None:
+    vol, truth = standard
+    choice = find_l3(vol)
+    assert choice.method == "auto"
+    assert choice.definition == "mid-L3"
+    assert len(choice.indices) == 1
+    assert abs(choice.z_mm[0] - _mid(truth, "L3")) <= 3.0
+    assert choice.z_mm[0] == pytest.approx(vol.z_mm(choice.indices[0]))
+    assert choice.confidence is not None and choice.confidence >= 0.8
+    assert not choice.warnings
+    names = [v.name for v in choice.vertebrae]
+    for name in ("T12", "L1", "L2", "L3", "L4", "L5"):
+        assert name in names
+    l3 = next(v for v in choice.vertebrae if v.name == "L3")
+    assert abs(l3.z_bottom_mm - truth["L3"][0]) <= 3.0
+    assert abs(l3.z_top_mm - truth["L3"][1]) <= 3.0
+
+
+def test_other_definitions_and_averaging(standard) -> None:
+    vol, truth = standard
+    endplate = find_l3(vol, LocateSettings(definition="L3-inferior-endplate"))
+    assert endplate.definition == "L3-inferior-endplate"
+    assert abs(endplate.z_mm[0] - truth["L3"][0]) <= 3.0
+    tp = find_l3(vol, LocateSettings(definition="L3-transverse-processes"))
+    # The synthetic transverse processes are 10 mm thick around 62 % of the body height.
+    bottom, top = truth["L3"]
+    assert bottom + 0.62 * (top - bottom) - 1 <= tp.z_mm[0] <= bottom + 0.62 * (top - bottom) + 7
+    band = find_l3(vol, LocateSettings(average_mm=4.0))
+    assert len(band.indices) == 5  # 2 mm slices within ± 4 mm
+    assert list(band.indices) == sorted(band.indices)
+    assert all(abs(z - _mid(truth, "L3")) <= 4.0 + 3.0 for z in band.z_mm)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"slice_mm": 5.0},
+        {"slice_mm": 0.8, "z_top_mm": -20.0, "z_bottom_mm": -260.0},
+        {"contrast": True},
+        {"implant": True},
+        {"lordosis_mm": 25.0},
+        {"pixel_mm": 0.8, "n_pixels": 420, "slice_mm": 3.0},
+    ],
+    ids=["5mm", "0.8mm-partial", "contrast", "implant", "lordosis", "fine-pixels"],
+)
+def test_robust_to_acquisition(kw) -> None:
+    vol, truth = make_spine_volume(**kw)
+    choice = find_l3(vol)
+    assert abs(choice.z_mm[0] - _mid(truth, "L3")) <= 4.0, choice
+
+
+def test_abdomen_without_ribs_counts_from_the_sacrum() -> None:
+    vol, truth = make_spine_volume(z_top_mm=-88.0, z_bottom_mm=-330.0)  # top inside L1
+    choice = find_l3(vol)
+    assert abs(choice.z_mm[0] - _mid(truth, "L3")) <= 3.0
+    assert choice.confidence is not None and choice.confidence < 0.9
+    assert any("sacrum" in w for w in choice.warnings)
+
+
+def test_lumbar_rib_is_reported_as_a_conflict() -> None:
+    vol, _ = make_spine_volume(lumbar_rib=True)
+    choice = find_l3(vol)
+    assert choice.confidence is not None and choice.confidence <= 0.5
+    assert any("disagree" in w for w in choice.warnings), choice.warnings
+
+
+def test_chest_only_raises_with_coverage() -> None:
+    vol, _ = make_spine_volume(z_top_mm=80.0, z_bottom_mm=-40.0)
+    with pytest.raises(L3NotFound, match=r"covers z .* mm") as info:
+        find_l3(vol)
+    assert info.value.coverage and "rib" in info.value.coverage
+
+
+def test_l3_below_the_field_of_view_names_the_lowest_vertebra(standard) -> None:
+    _, truth = standard
+    vol, _ = make_spine_volume(z_top_mm=80.0, z_bottom_mm=truth["L2"][0] + 5)
+    with pytest.raises(L3NotFound, match=r"lowest vertebra .* L[12]"):
+        find_l3(vol)
+
+
+def test_bad_settings_name_the_value() -> None:
+    with pytest.raises(ConfigError, match="mid-L4"):
+        LocateSettings(definition="mid-L4")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="average_mm -1"):
+        LocateSettings(average_mm=-1)
