@@ -8,9 +8,9 @@ untimed warm-up run that pays the imports and the model load):
   exactly as the CLI does);
 * one given slice (``--slices K``, K = the phantom's true L3 slice): the same split.
 
-Peak memory: each case once more in a fresh child process (``multiprocessing`` spawn, so it
-also runs on Windows), reporting ``ru_maxrss`` (Linux/macOS; the peak RSS of that process)
-after the imports and after the analysis, beside the size of the HU array for scale.
+Peak memory: each case once more in a fresh child process (``multiprocessing`` spawn), Linux
+only: RSS after the imports, then the peak RSS (VmHWM, reset after the imports) of one
+analysis including writing, beside the size of the HU array for scale.
 
 Usage::
 
@@ -26,7 +26,6 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,20 +33,20 @@ from pathlib import Path
 STAGES = ("read", "locate", "segment", "measure", "write")
 
 
-def make_series(cache: Path, n_slices: int, seed: int) -> tuple[Path, int]:
+def make_series(cache: Path, n_slices: int, seed: int, coverage: str) -> tuple[Path, int]:
     """Write (or reuse) the phantom DICOM series; return its folder and true L3 index."""
     import numpy as np
 
     from sarcoscope import phantom
 
-    folder = cache / f"phantom-512x512x{n_slices}-seed{seed}"
+    folder = cache / f"phantom-512x512x{n_slices}-{coverage}-seed{seed}"
     meta = folder / "bench-meta.json"
     if meta.is_file():
         return folder / "dicom", int(json.loads(meta.read_text())["l3_index"])
     folder.mkdir(parents=True, exist_ok=True)
     params = phantom.random_params(np.random.default_rng(seed), matrix=(512, 512))
     t0 = time.perf_counter()
-    ph = phantom.make_volume(params, coverage="abdomen-pelvis", n_slices=n_slices)
+    ph = phantom.make_volume(params, coverage=coverage, n_slices=n_slices)
     t1 = time.perf_counter()
     phantom.write_dicom_series(ph.volume, folder / "dicom")
     t2 = time.perf_counter()
@@ -74,21 +73,39 @@ def run_once(series: Path, out: Path, slices: str | None, segmenter: str | None)
     return timings
 
 
-def _child(series: str, out: str, slices: str | None, segmenter: str | None, queue) -> None:
-    import resource
+def _proc_status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0  # kB → MiB
+    except OSError:
+        return None
+    return None
 
+
+def _child(series: str, out: str, slices: str | None, segmenter: str | None, queue) -> None:
+    """Peak RSS of one analysis in a fresh process (Linux: VmHWM, reset after the imports)."""
     import sarcoscope.cli.analyze  # noqa: F401  (imports counted in the baseline RSS)
     import sarcoscope.pipeline  # noqa: F401
+    import sarcoscope.segment.baseline  # noqa: F401
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _proc_status_mib("VmRSS")
+    try:  # reset the high-water mark so it measures the analysis, not the imports
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
     run_once(Path(series), Path(out), slices, segmenter)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    queue.put((before * scale / 2**20, after * scale / 2**20))
+    peak = _proc_status_mib("VmHWM")
+    queue.put((before, peak))
 
 
 def peak_memory(series: Path, out: Path, slices: str | None, segmenter: str | None):
-    if sys.platform == "win32":
+    """(RSS after imports, peak RSS) in MiB, or None where /proc is unavailable (not Linux).
+
+    ``ru_maxrss`` is not used: on Linux it survives exec, so a child started from this big
+    parent would report the parent's peak.
+    """
+    if not Path("/proc/self/status").exists():
         return None
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -96,6 +113,8 @@ def peak_memory(series: Path, out: Path, slices: str | None, segmenter: str | No
     p.start()
     result = q.get(timeout=600)
     p.join()
+    if result[0] is None or result[1] is None:
+        return None
     return result
 
 
@@ -103,7 +122,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slices-n", type=int, default=300, help="number of slices (default 300)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--coverage", default="abdomen", help="phantom coverage (phantom.COVERAGES)")
     ap.add_argument("--segmenter", choices=("baseline", "model"), default=None,
                     help="default: what analyze uses by default")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sarcoscope-bench")
@@ -112,7 +132,9 @@ def main() -> None:
 
     import numpy as np
 
-    series, l3 = make_series(args.cache, args.slices_n, args.seed)
+    from sarcoscope.errors import L3NotFound
+
+    series, l3 = make_series(args.cache, args.slices_n, args.seed, args.coverage)
     n_files = len(list(series.glob("*")))
     hu_mb = args.slices_n * 512 * 512 * 2 / 2**20
     print(f"series: {series} ({n_files} files), true L3 slice {l3}; HU array {hu_mb:.0f} MiB int16")
@@ -120,7 +142,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         for case, slices in (("whole series (auto L3)", None), (f"one given slice (--slices {l3})", str(l3))):
-            run_once(series, out, slices, args.segmenter)  # warm-up: imports, model load, page cache
+            try:
+                run_once(series, out, slices, args.segmenter)  # warm-up: imports, model, page cache
+            except L3NotFound as exc:
+                print(f"\n{case}: L3 finder failed on this phantom: {exc}")
+                report[case] = {"error": str(exc)}
+                continue
             runs = [run_once(series, out, slices, args.segmenter) for _ in range(args.repeats)]
             med = {k: statistics.median(r[k] for r in runs) for k in (*STAGES, "total")}
             spread = (min(r["total"] for r in runs), max(r["total"] for r in runs))

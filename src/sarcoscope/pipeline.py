@@ -94,7 +94,7 @@ def analyze(
         name=str(segmenter.name), version=str(segmenter.version), sha256=segmenter.sha256
     )
     for note in warnings:
-        log.warning("%s", note)
+        log.info("%s", note)  # also in result.warnings, which the CLI prints
     return AnalysisResult(
         volume=volume,
         choice=choice,

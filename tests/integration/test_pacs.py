@@ -151,6 +151,26 @@ def test_cli_echo_find(node: PacsNode, liver: dict, orthanc: OrthancServer, tmp_
     assert "'nowhere' is not configured" in capsys.readouterr().err
 
 
+def test_cli_analyze_exit_codes(liver: dict, orthanc: OrthancServer, tmp_path: Path, capsys) -> None:
+    from sarcoscope.cli.main import main
+
+    cfg = tmp_path / "sarcoscope.toml"
+    cfg.write_text(
+        f'[local]\nae_title = "{OUR_AET}"\nwork_dir = "{tmp_path / "w"}"\n'
+        f'[nodes.pacs]\nae_title = "{orthanc.aet}"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n'
+    )
+    before = orthanc.series_in_study(liver["study"])
+    args = ["pacs", "analyze", "pacs", "--config", str(cfg), "--accession", "LD0001", "--segmenter", "baseline"]
+    assert main(args) == 3  # auto: L3 is not in this series
+    assert "L3" in capsys.readouterr().err
+    assert orthanc.series_in_study(liver["study"]) == before
+    assert main(args + ["--slices", "10", "--out", str(tmp_path / "out")]) == 0  # analysed, not sent
+    out = capsys.readouterr().out
+    assert "seg.dcm" in out and "sr.dcm" in out and "keyimage.dcm" in out
+    assert orthanc.series_in_study(liver["study"]) == before
+    assert main(["pacs", "analyze", "pacs", "--config", str(cfg)]) == 2  # neither --study nor --accession
+
+
 def test_liver_auto_reports_l3_not_found_and_sends_nothing(node, local, liver, orthanc, tmp_path) -> None:
     from sarcoscope.cli.pacs import run_pacs_analysis
 

@@ -91,11 +91,18 @@ def test_node_receives_analyses_sends_and_survives_pacs_outage(orthanc: OrthancS
         assert _ours(orthanc, study) == []
         target["node"] = good  # PACS back
         assert node.wait_idle(90)
+        assert len(node.queue.jobs("done")) == 1
+        assert sorted(s["modality"] for s in _ours(orthanc, study)) == ["OT", "SEG", "SR"]
+        # the same study routed a second time: analysed again, still exactly one result set
+        assert _send_to_node(node.scp.port, files).returncode == 0
+        _wait(lambda: len(node.queue.jobs("done")) == 2, 60, "the second job")
     finally:
         node.stop()
     done = node.queue.jobs("done")
-    assert len(done) == 1 and done[0].study_uid == study and node.queue.jobs("failed") == []
-    assert sorted(s["modality"] for s in _ours(orthanc, study)) == ["OT", "SEG", "SR"]
+    assert [j.study_uid for j in done] == [study, study] and node.queue.jobs("failed") == []
+    ours = _ours(orthanc, study)
+    assert sorted(s["modality"] for s in ours) == ["OT", "SEG", "SR"]
+    assert all(len(s["instances"]) == 1 for s in ours)
     events = [e["event"] for e in read_audit(local.audit_path)]
     assert events[0] == "node-start" and "retry" in events and events[-1] == "sent"
     assert "Phantom" not in local.audit_path.read_text() and "PHANTOM-1" not in local.audit_path.read_text()

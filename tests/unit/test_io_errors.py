@@ -29,6 +29,14 @@ def test_folder_without_dicom(tmp_path: Path) -> None:
         read_ct(tmp_path)
 
 
+def test_folder_with_only_nifti_points_at_the_file(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), np.eye(4)), str(tmp_path / "ct.nii.gz"))
+    with pytest.raises(InputError, match=r"holds NIfTI file\(s\) such as .*ct.nii.gz: pass that file itself"):
+        read_ct(tmp_path)
+
+
 def test_single_non_dicom_file(tmp_path: Path) -> None:
     junk = tmp_path / "scan.dcm"
     junk.write_bytes(b"\x00" * 64 + b"hello" * 40)
@@ -40,7 +48,7 @@ def test_truncated_file_in_pixel_data(tmp_path: Path) -> None:
     (path,) = write_series(tmp_path, n=1, rows=64, cols=64)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 3000])
-    with pytest.raises(InputError, match=rf"{path.name}: the pixel data could not be decoded .*truncated"):
+    with pytest.raises(InputError, match=rf"{path.name}: the pixel data could not be decoded.*truncated"):
         read_ct(path)
 
 

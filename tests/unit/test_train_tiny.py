@@ -7,7 +7,6 @@ fat, or subcutaneous fat, then the same HU gating) by a clear margin in mean tis
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,9 +39,8 @@ def test_tiny_config_trains_exports_and_beats_constant(tmp_path: Path) -> None:
         run_dir=str(tmp_path / "run"),
         data=replace(cfg.data, cache_dir=str(tmp_path / "cache")),
     )
-    t0 = time.perf_counter()
     result = train_from_config(cfg)
-    assert time.perf_counter() - t0 < 120
+    assert result.steps_done == cfg.train.steps
     assert result.onnx_path.is_file() and result.card_path.is_file()
     assert result.onnx_path.stat().st_size < 10_000_000
 

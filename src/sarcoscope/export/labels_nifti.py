@@ -45,6 +45,9 @@ def source_grid_labels(volume: CTVolume, display: np.ndarray) -> tuple[np.ndarra
         )
     affine = np.asarray(grid.affine, dtype=float)
     if volume.series.format != "nifti":
+        # DICOM: the stored stack is (sorted slice, row, column) while its affine, like a
+        # NIfTI affine, runs over (column, row, slice) — reorder, and LPS → RAS.
+        stored = np.ascontiguousarray(stored.transpose(2, 1, 0))
         affine = LPS_TO_RAS @ affine
     return stored, affine
 

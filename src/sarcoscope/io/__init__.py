@@ -9,15 +9,18 @@ Public API::
     plan_series(candidate) -> SeriesPlan                     # geometry from headers only
     load_series(candidate, indices=None, *, workers=None) -> CTVolume   # decode only what is needed
     source_to_display_index(volume, k_source) -> int
+    available_decoders() -> dict[transfer syntax name, plugins]   # for `sarcoscope info`
 """
 
 from sarcoscope.io.dicom import SeriesPlan, discover_series, load_series, plan_series, read_dicom
 from sarcoscope.io.nifti import read_nifti
+from sarcoscope.io.pixels import available_decoders
 from sarcoscope.io.reader import display_to_source_index, read_ct, source_to_display_index
 from sarcoscope.io.series import SeriesCandidate, select_series
 
 __all__ = [
     "SeriesCandidate",
+    "available_decoders",
     "SeriesPlan",
     "discover_series",
     "display_to_source_index",

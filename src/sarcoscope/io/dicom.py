@@ -22,11 +22,11 @@ import numpy as np
 
 from sarcoscope.errors import GeometryError, InputError
 from sarcoscope.io.dicom_headers import FrameHeader, scan_headers
-from sarcoscope.io.geometry import check_stack, display_mapping, slice_normal
+from sarcoscope.io.geometry import check_stack, display_mapping
 from sarcoscope.io.patient import parse_patient
 from sarcoscope.io.pixels import Placement, auto_workers, decode_into, integral_rescale
 from sarcoscope.io.series import SeriesCandidate, group_series, select_series
-from sarcoscope.io.sources import list_sources
+from sarcoscope.io.sources import is_nifti, list_sources
 from sarcoscope.types import CTVolume, SeriesInfo, SourceGrid
 
 logger = logging.getLogger(__name__)
@@ -55,15 +55,20 @@ def discover(path: Path) -> Discovery:
                 f"{refs[0].name}: the DICOM file is damaged or truncated and cannot be read; "
                 "re-export or re-send it"
             )
-        if len(refs) == 1 and scan.not_dicom:
+        niftis = [r.name for r in refs if r.member is None and is_nifti(r.path)]
+        if len(refs) == 1 and scan.not_dicom and not niftis:
             raise InputError(
                 f"{refs[0].name}: not a DICOM file (no DICM marker and no DICOM tags at the start) "
                 "and not NIfTI (.nii/.nii.gz); point sarcoscope at a DICOM folder, zip, DICOMDIR or NIfTI"
             )
+        hint = (
+            f"; it holds NIfTI file(s) such as {niftis[0]}: pass that file itself"
+            if niftis
+            else "; point sarcoscope at a folder holding the CT series"
+        )
         raise InputError(
             f"{path}: no DICOM images found among {len(refs)} file(s) ({len(scan.not_dicom)} not "
-            f"DICOM, {len(scan.damaged)} damaged, {len(scan.non_image)} DICOM without images); "
-            "point sarcoscope at a folder holding the CT series"
+            f"DICOM, {len(scan.damaged)} damaged, {len(scan.non_image)} DICOM without images){hint}"
         )
     if scan.not_dicom:
         warnings.append(f"{len(scan.not_dicom)} non-DICOM file(s) skipped (e.g. {scan.not_dicom[0]})")
@@ -133,7 +138,11 @@ def plan_series(candidate: SeriesCandidate) -> SeriesPlan:
             f"{what}: ImageOrientationPatient {list(orientation)} is not two orthogonal unit vectors; "
             "the header is corrupt — re-export the series"
         )
-    normal = slice_normal(orientation)
+    # Scanners write cosines rounded to a few digits: make them exactly orthonormal.
+    row_cos = row_cos / np.linalg.norm(row_cos)
+    col_cos = col_cos - (col_cos @ row_cos) * row_cos
+    col_cos = col_cos / np.linalg.norm(col_cos)
+    normal = np.cross(row_cos, col_cos)
     if normal[2] < 0:
         normal = -normal
     row_mm, col_mm = first.pixel_spacing

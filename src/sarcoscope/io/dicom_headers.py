@@ -61,6 +61,9 @@ class FrameHeader:
     reconstruction_diameter_mm: float | None = None
     patient: RawPatient = field(default_factory=RawPatient)
     uid_from_file_meta: bool = False
+    #: Byte offset of the PixelData element in the stream, recorded by the header pass so that
+    #: uncompressed frames can be read later with one seek instead of a second parse.
+    pixel_offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def _padding(ds: Dataset, bits_allocated: int, pixel_rep: int) -> tuple[int | No
     return fix(ds.get("PixelPaddingValue")), fix(ds.get("PixelPaddingRangeLimit"))
 
 
-def frames_from_dataset(ds: Dataset, ref: SourceRef) -> list[FrameHeader]:
+def frames_from_dataset(ds: Dataset, ref: SourceRef, pixel_offset: int | None = None) -> list[FrameHeader]:
     """One ``FrameHeader`` per image frame of a dataset (empty for non-image DICOM)."""
     rows = _int_or_none(ds.get("Rows"))
     cols = _int_or_none(ds.get("Columns"))
@@ -258,6 +261,7 @@ def frames_from_dataset(ds: Dataset, ref: SourceRef) -> list[FrameHeader]:
         reconstruction_diameter_mm=_float_or_none(ds.get("ReconstructionDiameter")),
         patient=raw_patient,
         uid_from_file_meta=from_meta,
+        pixel_offset=pixel_offset,
     )
     n_frames = _int_or_none(ds.get("NumberOfFrames")) or 1
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
@@ -332,6 +336,7 @@ def scan_headers(refs: list[SourceRef]) -> HeaderScan:
             try:
                 with opener.open(ref) as fh:
                     ds = read_dataset(fh, ref.name, stop_before_pixels=True)
+                    pixel_offset = fh.tell()
             except InputError as exc:
                 logger.warning("%s", exc)
                 damaged.append(ref.name)
@@ -348,7 +353,7 @@ def scan_headers(refs: list[SourceRef]) -> HeaderScan:
                 non_image.append(ref.name)
                 continue
             try:
-                got = frames_from_dataset(ds, ref)
+                got = frames_from_dataset(ds, ref, pixel_offset)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 logger.warning("%s: header values cannot be interpreted (%s)", ref.name, exc)
                 damaged.append(ref.name)

@@ -61,6 +61,12 @@ def display_mapping(
             "the geometry in the header is broken — re-export the series from the scanner/PACS"
         )
     unit = steps / norms[:, None]
+    gram = unit @ unit.T
+    if not np.allclose(gram, np.eye(3), atol=1e-3):
+        raise GeometryError(
+            f"{what}: the voxel axes are not orthogonal (direction cosines {unit.round(4).tolist()}): "
+            "a sheared grid, typically from gantry tilt; resample it to an orthogonal grid first"
+        )
     dominant = np.argmax(np.abs(unit), axis=1)  # LPS component of each stored axis
     if sorted(dominant.tolist()) != [0, 1, 2]:
         raise GeometryError(

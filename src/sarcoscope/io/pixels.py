@@ -24,6 +24,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,27 @@ PADDING_TOLERANCE_HU = 10
 DAMAGED_FRACTION = 0.01
 
 UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "")
+
+
+def available_decoders() -> dict[str, tuple[str, ...]]:
+    """Compressed transfer syntaxes CT uses → pydicom decoding plugins available for each.
+
+    An empty tuple means files in that syntax cannot be read here (``sarcoscope info`` shows it).
+    """
+    from pydicom.pixels import get_decoder
+
+    from sarcoscope.io.series import _TS_NAMES
+
+    out: dict[str, tuple[str, ...]] = {}
+    for uid, name in _TS_NAMES.items():
+        if uid in UNCOMPRESSED_SYNTAXES or uid.endswith(".8.1"):
+            out[name] = ("native",)
+            continue
+        try:
+            out[name] = tuple(get_decoder(uid).available_plugins)
+        except Exception:  # no decoder class at all for this syntax
+            out[name] = ()
+    return out
 
 
 @dataclass(frozen=True)
@@ -178,6 +200,61 @@ def _decode_raw(ds, fh: FrameHeader, name: str) -> np.ndarray:
         ) from exc
 
 
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _fast_native_frames(stream, items: list[tuple[int, FrameHeader]], name: str) -> list[np.ndarray] | None:
+    """Read uncompressed little-endian frames straight from the recorded PixelData offset.
+
+    Returns None when the fast path does not apply (then pydicom decodes the file). Bits
+    above BitsStored are masked (unsigned) or sign-extended (signed), as the standard says.
+    """
+    fh0 = items[0][1]
+    if fh0.pixel_offset is None or fh0.transfer_syntax not in _NATIVE_LITTLE_ENDIAN:
+        return None
+    if fh0.bits_allocated not in (8, 16) or fh0.samples_per_pixel != 1:
+        return None
+    stream.seek(fh0.pixel_offset)
+    head = stream.read(12)
+    if head[:4] != _PIXEL_DATA_TAG:
+        return None
+    if fh0.transfer_syntax == "1.2.840.10008.1.2":  # implicit VR: tag, 4-byte length
+        length, data_start = int.from_bytes(head[4:8], "little"), fh0.pixel_offset + 8
+    else:  # explicit VR OB/OW: tag, VR, 2 reserved, 4-byte length
+        length, data_start = int.from_bytes(head[8:12], "little"), fh0.pixel_offset + 12
+    if length == 0xFFFFFFFF:  # encapsulated despite the syntax: let pydicom complain
+        return None
+    bytes_per = fh0.bits_allocated // 8
+    frame_bytes = fh0.rows * fh0.columns * bytes_per
+    dtype = np.dtype(("<i" if fh0.pixel_representation else "<u") + str(bytes_per))
+    frames: list[np.ndarray] = []
+    for _, fh in items:
+        index = fh.frame_index or 0
+        if (index + 1) * frame_bytes > length:
+            raise InputError(
+                f"{name}: the pixel data could not be decoded: it holds {length} bytes, frame "
+                f"{index} needs {(index + 1) * frame_bytes}; the file is truncated — re-export or re-send it"
+            )
+        stream.seek(data_start + index * frame_bytes)
+        buf = stream.read(frame_bytes)
+        if len(buf) < frame_bytes:
+            raise InputError(
+                f"{name}: the pixel data could not be decoded: the file ends after {len(buf)} of "
+                f"{frame_bytes} bytes of frame {index}; the file is truncated — re-export or re-send it"
+            )
+        arr = np.frombuffer(buf, dtype=dtype).reshape(fh.rows, fh.columns)
+        bits = fh.bits_stored
+        if bits < fh.bits_allocated:
+            shift = fh.bits_allocated - bits
+            if fh.pixel_representation:
+                arr = (arr << shift) >> shift
+            else:
+                arr = arr & ((1 << bits) - 1)
+        frames.append(arr)
+    return frames
+
+
 def iter_decoded(
     jobs: Sequence[tuple[int, FrameHeader]], out_dtype: np.dtype, placement: Placement
 ) -> Iterator[tuple[int, np.ndarray, FrameStats]]:
@@ -193,6 +270,13 @@ def iter_decoded(
             name = ref.name
             try:
                 with opener.open(ref) as fh_stream:
+                    fast = _fast_native_frames(fh_stream, items, name)
+                    if fast is not None:
+                        for (k, fh), raw in zip(items, fast):
+                            hu, stats = raw_to_hu(raw, fh, out_dtype, name)
+                            yield k, np.ascontiguousarray(placement.apply(hu)), stats
+                        continue
+                    fh_stream.seek(0)
                     ds = read_dataset(fh_stream, name, stop_before_pixels=False)
             except OSError as exc:
                 raise InputError(f"{name}: cannot be read ({exc}); check the file is still there") from exc
@@ -231,9 +315,11 @@ def _chunks(jobs: list[tuple[int, FrameHeader]], size: int) -> list[list[tuple[i
 def auto_workers(frames: Sequence[FrameHeader]) -> int:
     """Worker processes worth starting: only compressed series big enough to repay spawning."""
     compressed = any(f.transfer_syntax not in UNCOMPRESSED_SYNTAXES for f in frames)
-    if not compressed or len(frames) < 48:
+    # Spawning a worker and importing pydicom costs about a second; JPEG 2000 decodes at about
+    # 28 ms per 512² slice, so fewer than ~100 compressed slices are faster in one process.
+    if not compressed or len(frames) < 96:
         return 1
-    return max(1, min(os.cpu_count() or 1, 8))
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def decode_into(
@@ -256,15 +342,25 @@ def decode_into(
         return stats
     chunk = max(1, min(16, len(jobs) // (workers * 4) or 1))
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(decode_frames, c, out.dtype, placement) for c in _chunks(jobs, chunk)]
-        try:
-            for fut in futures:
-                for k, hu, st in fut.result():
-                    out[k] = hu
-                    stats.append(st)
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    done: set[int] = set()
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(decode_frames, c, out.dtype, placement) for c in _chunks(jobs, chunk)]
+            try:
+                for fut in futures:
+                    for k, hu, st in fut.result():
+                        out[k] = hu
+                        stats.append(st)
+                        done.add(k)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    except BrokenProcessPool as exc:
+        # e.g. a script without an ``if __name__ == "__main__":`` guard under spawn: the
+        # answer does not depend on the workers, so finish in this process and say so.
+        logger.warning("decoder processes failed (%s); decoding the remaining slices in this process", exc)
+        for k, hu, st in iter_decoded([j for j in jobs if j[0] not in done], out.dtype, placement):
+            out[k] = hu
+            stats.append(st)
     return stats

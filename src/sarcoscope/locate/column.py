@@ -27,17 +27,27 @@ BODY_HU = -400.0
 WORK_SPACING_MM = 2.0
 #: Half-width (mm) of the sagittal slab around the midline of the spine.
 SLAB_HALF_MM = 10.0
-#: Depth (mm) of the window that scores a vertebral body along the anterior-posterior axis.
-BODY_DEPTH_MM = 24.0
-#: Half-depth (mm) of the core box whose density profile separates bodies from discs.
-CORE_HALF_MM = 8.0
+#: Antero-posterior depths (mm) tried for the vertebral body (thoracic ≈ 20, lumbar ≈ 33).
+BODY_DEPTHS_MM = (18.0, 24.0, 30.0, 36.0)
+#: Where the spinal canal starts and ends behind the body's posterior wall (mm).
+CANAL_BEHIND_MM = (2.0, 10.0)
+#: Cerebrospinal fluid (HU): the canal behind the body is close to it, fat and air are not.
+CSF_HU = 15.0
+#: Upper clip (HU) of the slab the track scores.
+SLAB_MAX_HU = 200.0
+#: Where the posterior arch (laminae, spinous process) lies behind the body's posterior wall.
+ARCH_BEHIND_MM = (16.0, 40.0)
+#: The density profile's box stays this far (mm) inside the body's front and back walls.
+CORE_MARGIN_MM = 3.0
+#: HU range the density profile is clipped to.
+PROFILE_HU = (0.0, 260.0)
 
 
 @dataclass(frozen=True, eq=False)
 class Work:
     """The coarse working copy of a volume and where it sits in patient space."""
 
-    hu: np.ndarray  # (k, j, i) float32, coarse in j and i, every slice
+    hu: np.ndarray  # (k, j, i) int16 or float32, coarse in j and i, every slice
     z_mm: np.ndarray  # (k,) superior coordinate of each slice centre
     dz_mm: float
     dj_mm: float
@@ -56,8 +66,7 @@ class Column:
 
     i_c: int
     j_body: np.ndarray  # (k,) int
-    density: np.ndarray  # (k,) float, mean HU clipped to [-100, 1000]
-    bone_fraction: np.ndarray  # (k,) float, share of the core box above BONE_HU
+    density: np.ndarray  # (k,) float, mean HU clipped to PROFILE_HU
     present: np.ndarray  # (k,) bool: the spine is plausibly under the track on this slice
 
 
@@ -66,7 +75,8 @@ def make_work(volume: CTVolume, spacing_mm: float = WORK_SPACING_MM) -> Work:
     dz, dj, di = volume.spacing_mm
     step_j = max(1, int(round(spacing_mm / dj)))
     step_i = max(1, int(round(spacing_mm / di)))
-    hu = np.asarray(volume.hu[:, ::step_j, ::step_i], dtype=np.float32)
+    # Keep the stored dtype (int16 for DICOM): half the memory traffic of float32.
+    hu = np.ascontiguousarray(volume.hu[:, ::step_j, ::step_i])
     n = volume.n_slices
     ks = np.arange(n, dtype=float)
     ci = (volume.hu.shape[2] - 1) / 2
@@ -77,25 +87,36 @@ def make_work(volume: CTVolume, spacing_mm: float = WORK_SPACING_MM) -> Work:
 
 
 def _spine_column_i(work: Work, bone: np.ndarray) -> int | None:
-    """Column (i) of the spine: the bone most constantly present near the body's midline."""
-    body = work.hu > BODY_HU
-    body_cols = body.sum(axis=(0, 1)).astype(float)
-    if body_cols.max() <= 0:
+    """Column (i) of the spine's midline.
+
+    Only bone behind the middle of the body is used (posterior arches, canal ring, ribs
+    near their heads, the back of the pelvis): a contrast-filled aorta or bowel lies in
+    front and would pull the estimate sideways. That bone is mirror-symmetric about the
+    midline, so each column is scored by how well the bone on its two sides matches.
+    """
+    # A slice every ~4 mm is plenty for one midline estimate.
+    every = max(1, int(round(4.0 / work.dz_mm)))
+    sub = work.hu[::every]
+    body = sub > BODY_HU
+    n_k, n_j, n_i = body.shape
+    rows = body.sum(axis=2).astype(float)  # (k, j) body width per row
+    mass = rows.sum(axis=1)
+    if mass.max() <= 0:
         return None
+    j_idx = np.arange(n_j, dtype=float)
+    j_centre = (rows * j_idx).sum(axis=1) / np.maximum(mass, 1.0)  # (k,)
+    posterior = j_idx[None, :] >= j_centre[:, None]  # (k, j)
+    bone_cols = (bone & posterior[:, :, None]).sum(axis=(0, 1)).astype(float)
+    body_cols = body.sum(axis=(0, 1)).astype(float)
+    idx = np.arange(n_i, dtype=float)
     weights = body_cols / body_cols.sum()
-    idx = np.arange(body_cols.size)
     centre = float((weights * idx).sum())
     spread = float(np.sqrt((weights * (idx - centre) ** 2).sum()))
-    bone_cols = bone.sum(axis=(0, 1)).astype(float)
-    # The spine and everything hanging on it (ribs, pelvis) is mirror-symmetric about the
-    # midline; a contrast-filled aorta or bowel is not. Score each column by how well the bone
-    # on its two sides matches.
     reach = max(2, int(round(45.0 / work.di_mm)))
-    n = bone_cols.size
     padded = np.concatenate([np.zeros(reach), bone_cols, np.zeros(reach)])
-    sym = np.zeros(n)
+    sym = np.zeros(n_i)
     for d in range(0, reach + 1):
-        sym += np.minimum(padded[reach - d : reach - d + n], padded[reach + d : reach + d + n])
+        sym += np.minimum(padded[reach - d : reach - d + n_i], padded[reach + d : reach + d + n_i])
     prior = np.exp(-0.5 * ((idx - centre) / max(spread, 1.0)) ** 2)
     score = sym * prior
     if score.max() <= 0:
@@ -140,30 +161,70 @@ def _track(score: np.ndarray, dz_mm: float, dj_mm: float, penalty_per_mm: float 
     return path
 
 
+def _window_mean(x: np.ndarray, lo_px: int, hi_px: int) -> np.ndarray:
+    """Mean of ``x[k, j + lo_px : j + hi_px + 1]`` for every (k, j), zero outside the array."""
+    n_k, n_j = x.shape
+    c = np.zeros((n_k, n_j + 1))
+    np.cumsum(x, axis=1, out=c[:, 1:])
+    j = np.arange(n_j)
+    a = np.clip(j + lo_px, 0, n_j)
+    b = np.clip(j + hi_px + 1, 0, n_j)
+    return (c[:, b] - c[:, a]) / max(1, hi_px - lo_px + 1)
+
+
 def find_column(work: Work) -> Column | None:
-    """Locate the spine's midline column and follow the vertebral bodies slice by slice."""
+    """Locate the spine's midline column and follow the vertebral bodies slice by slice.
+
+    In a thin sagittal slab a vertebral body is a dense block with the spinal canal (fluid,
+    about 15 HU) right behind it and the dense posterior arch behind that. The track scores
+    that pattern (for a few body depths); a contrast-filled aorta (the body, not a canal,
+    behind it) or a spinous process (muscle and fat behind it) does not match it.
+    """
     hu = work.hu
-    bone = hu > BONE_HU
-    i_c = _spine_column_i(work, bone)
+    every = max(1, int(round(4.0 / work.dz_mm)))
+    i_c = _spine_column_i(work, hu[::every] > BONE_HU)
     if i_c is None:
         return None
     nb = max(1, int(round(SLAB_HALF_MM / work.di_mm)))
     lo, hi = max(0, i_c - nb), min(hu.shape[2], i_c + nb + 1)
-    slab = bone[:, :, lo:hi].mean(axis=2)  # (k, j) bone fraction in the sagittal slab
-    depth = max(1, int(round(BODY_DEPTH_MM / work.dj_mm)))
-    score = uniform_filter1d(slab, size=depth, axis=1, mode="constant")
+    # Mean HU of the sagittal slab, clipped at about trabecular bone: a dense spinous process
+    # or cortex must not outweigh the body (discs 70–110 HU stay below the clip).
+    slab = np.clip(hu[:, :, lo:hi], -100.0, SLAB_MAX_HU).mean(axis=2)  # (k, j)
+    mm = work.dj_mm
+    canal = [int(round(c / mm)) for c in CANAL_BEHIND_MM]
+    arch = [int(round(c / mm)) for c in ARCH_BEHIND_MM]
+    best = np.full(slab.shape, -np.inf)
+    best_depth = np.zeros(slab.shape)
+    for depth in BODY_DEPTHS_MM:
+        h = int(round(depth / 2 / mm))
+        body_mean = _window_mean(slab, -h, h)
+        canal_mean = _window_mean(slab, h + canal[0], h + canal[1])
+        arch_mean = _window_mean(slab, h + arch[0], h + arch[1])
+        sc = (
+            (body_mean - CSF_HU) + (arch_mean - CSF_HU) - 2.0 * np.abs(canal_mean - CSF_HU)
+        ) / 300.0
+        better = sc > best
+        best = np.where(better, sc, best)
+        best_depth = np.where(better, depth, best_depth)
+    score = np.clip(best, -0.5, 1.5)
     j_body = _track(score, work.dz_mm, work.dj_mm)
-    half = max(1, int(round(CORE_HALF_MM / work.dj_mm)))
-    clipped = np.clip(hu[:, :, lo:hi], -100.0, 1000.0)
     n_k, n_j = hu.shape[0], hu.shape[1]
+    rows = np.arange(n_k)
+    depth_k = best_depth[rows, j_body]
+    # The body depth changes slowly along the spine: a running median over ~30 mm.
+    win = max(1, int(round(30.0 / work.dz_mm)))
+    from scipy.ndimage import median_filter
+
+    depth_k = median_filter(depth_k, size=win, mode="nearest")
+    # Clipped low so that dense endplates (and implants) do not outshine the body.
+    clipped = np.clip(hu[:, :, lo:hi], PROFILE_HU[0], PROFILE_HU[1]).mean(axis=2)  # (k, j)
     density = np.empty(n_k)
-    frac = np.empty(n_k)
     for k in range(n_k):
-        a, b = max(0, j_body[k] - half), min(n_j, j_body[k] + half + 1)
+        half_px = max(1, int(round((depth_k[k] / 2 - CORE_MARGIN_MM) / mm)))
+        a, b = max(0, j_body[k] - half_px), min(n_j, j_body[k] + half_px + 1)
         density[k] = clipped[k, a:b].mean()
-        frac[k] = bone[k, a:b, lo:hi].mean()
-    present = score[np.arange(n_k), j_body] > 0.15
-    return Column(i_c, j_body, density, frac, present)
+    present = score[rows, j_body] > 0.15
+    return Column(i_c, j_body, density, present)
 
 
 def side_counts(

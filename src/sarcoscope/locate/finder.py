@@ -22,10 +22,11 @@ from sarcoscope.types import CTVolume, SliceChoice, VertebraLevel
 
 log = logging.getLogger(__name__)
 
-#: Window beside the spine where ribs (and not lumbar transverse processes) are found:
-#: lateral distance from the midline and anterior(-)/posterior(+) offset from the body centre.
-RIB_LATERAL_MM = (58.0, 100.0)
-RIB_AP_MM = (-20.0, 60.0)
+#: Window beside the spine where the proximal rib shafts run (from the transverse process
+#: back and out to the rib angle), and lumbar transverse processes do not reach: lateral
+#: distance from the midline and anterior(-)/posterior(+) offset from the body centre.
+RIB_LATERAL_MM = (35.0, 80.0)
+RIB_AP_MM = (40.0, 110.0)
 #: Sacral alae: beside the body, at its own antero-posterior level (lumbar transverse
 #: processes lie behind it, the psoas beside it).
 ALA_LATERAL_MM = (26.0, 48.0)

@@ -318,7 +318,7 @@ class _Receiver:
             return 0xC000
         data = event.encoded_dataset(include_meta=True)
         try:
-            write_instance_atomically(data, self.folder / f"{sop}.dcm")
+            write_instance_atomically(data, self.folder / f"{sop}.dcm", durable=False)
         except OSError as exc:
             log.error("cannot write received instance into %s: %s", self.folder, exc)
             return 0xA700

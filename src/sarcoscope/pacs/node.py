@@ -56,6 +56,7 @@ class Node:
         self.queue = JobQueue(Path(local.work_dir) / "queue")
         self._last_seen: dict[str, float] = {}
         self._received: dict[str, int] = {}
+        self._senders: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -66,6 +67,7 @@ class Node:
         with self._lock:
             self._last_seen[inst.study_uid] = time.monotonic()
             self._received[inst.study_uid] = self._received.get(inst.study_uid, 0) + 1
+            self._senders.setdefault(inst.study_uid, set()).add(inst.calling_aet)
 
     def _check_quiet(self) -> None:
         now = time.monotonic()
@@ -74,10 +76,12 @@ class Node:
             for s in quiet:
                 del self._last_seen[s]
             counts = {s: self._received.pop(s, 0) for s in quiet}
+            senders = {s: sorted(self._senders.pop(s, set())) for s in quiet}
         for study in quiet:
             job = self.queue.add(study, self.incoming / study)
             log.info("study complete (quiet for %.0f s): queued job %s", self.local.quiet_period_s, job.id)
-            self.audit.record("received", study_uid=study, n_instances=counts[study], job=job.id)
+            self.audit.record("received", study_uid=study, n_instances=counts[study], job=job.id,
+                              calling_aets=senders[study])
 
     def _resume_unqueued(self) -> None:
         """Studies on disk without a pending/running job (crash while receiving) get picked up."""

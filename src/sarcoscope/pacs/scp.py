@@ -40,14 +40,19 @@ class StoredInstance:
     calling_aet: str
 
 
-def write_instance_atomically(encoded: bytes, dest: Path) -> None:
-    """Write a received instance under a temporary name, fsync, then rename into place."""
+def write_instance_atomically(encoded: bytes, dest: Path, *, durable: bool = True) -> None:
+    """Write a received instance under a temporary name, then rename into place.
+
+    ``durable`` fsyncs first: the node needs it (a study acknowledged to the PACS must survive
+    a power cut); a one-off retrieval that is analysed at once and re-fetched on failure does not.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     with open(tmp, "wb") as fh:
         fh.write(encoded)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, dest)
 
 
@@ -65,10 +70,12 @@ class StorageSCP:
         on_stored: Callable[[StoredInstance], None] | None = None,
         *,
         accept_all_storage: bool = False,
+        durable: bool = True,
     ) -> None:
         self.local = local
         self.root = Path(root)
         self.on_stored = on_stored
+        self.durable = durable
         self._server = None
         self._lock = threading.Lock()
         self.n_received = 0
@@ -114,7 +121,7 @@ class StorageSCP:
             return STATUS_CANNOT_UNDERSTAND
         dest = uid_path(self.root, study, series) / f"{sop}.dcm"
         try:
-            write_instance_atomically(event.encoded_dataset(include_meta=True), dest)
+            write_instance_atomically(event.encoded_dataset(include_meta=True), dest, durable=self.durable)
         except OSError as exc:
             log.error("cannot write received instance to %s: %s", dest, exc)
             return STATUS_OUT_OF_RESOURCES

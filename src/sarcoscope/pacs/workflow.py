@@ -76,7 +76,7 @@ def retrieve_series(
         import time
 
         t0 = time.perf_counter()
-        with StorageSCP(local, dest_root) as scp:
+        with StorageSCP(local, dest_root, durable=False) as scp:
             dimse.move_series(
                 node, local.ae_title, study_uid, series_uid, local.ae_title, expected,
                 received=lambda: scp.n_received,

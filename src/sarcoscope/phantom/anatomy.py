@@ -19,7 +19,8 @@ from statistics import NormalDist
 import numpy as np
 
 from .params import PhantomParams, SpineParams
-from .shapes import Blob, Canvas, Grid, PolarTable, blob_mask, blob_shell, capsule_mask, random_harm, smooth_field
+from .shapes import (Blob, Canvas, Grid, PolarTable, blob_dist, blob_mask, blob_shell, capsule_mask, random_harm,
+                     smooth_field, soft_from_dist)
 from .spine import TP_LENGTH_MM, SpineModel, Vertebra
 from .structures import MUSCLE_ENVELOPE, S
 
@@ -32,7 +33,9 @@ def _soft(d: np.ndarray, px: float) -> np.ndarray:
 
 
 def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + PI) % (2 * PI) - PI
+    """Wrap angles that lie within -3π..3π into -π..π."""
+    a = np.where(a > PI, a - 2 * PI, a)
+    return np.where(a < -PI, a + 2 * PI, a)
 
 
 class Knots:
@@ -162,7 +165,7 @@ class Subject:
         self.linea_alba = rng.uniform(2.0, 10.0) + (rng.uniform(0, 25) if rng.random() < 0.1 else 0.0)
         self.fat_planes = rng.uniform(0.4, 1.6) * (1.0 + 2.0 * p.imat_fraction)
         self.liver_tip_s = rng.uniform(1.8, 3.4)
-        self.kidney_l = (rng.uniform(-1.0, -0.4), rng.uniform(2.4, 3.1))
+        self.kidney_l = (rng.uniform(-1.0, -0.4), rng.uniform(2.6, 3.4))
         self.kidney_r = (self.kidney_l[0] + rng.uniform(0.1, 0.7), self.kidney_l[1] + rng.uniform(0.1, 0.6))
         self.crest_s = self.spine.n_lumbar - 1 + rng.uniform(0.3, 0.95)
         self.aorta_r = rng.uniform(9, 12) * (1.0 + 0.004 * max(p.age_years - 50, 0))
@@ -172,12 +175,12 @@ class Subject:
         self.arm_y = rng.uniform(-0.25, 0.35)
         self.arm_gap = rng.uniform(-2, 40)
         self.arm_r = rng.uniform(38, 52) * (1.0 + 0.012 * p.sat_mm)
-        self.table_r = rng.uniform(600, 3000)
+        self.table_r = rng.uniform(380, 900) if rng.random() < 0.8 else rng.uniform(2000, 6000)
         self.pad_mm = rng.uniform(0, 45) if rng.random() < 0.5 else 0.0
         self.table_w = rng.uniform(440, 520)
         self.blanket_gap = rng.uniform(0, 15)
         self.blanket_t = rng.uniform(3, 15)
-        self.cupping_hu = rng.uniform(0, 14)
+        self.cupping_hu = rng.uniform(0, 6)
         self.noise_body_ratio = rng.uniform(0.3, 0.7)
         self.metal_level = rng.uniform(2.0, self.spine.n_lumbar)
         # ---- bowel loops in 3-D: (angle, radial fraction, s centre, s half-length, radius mm, kind)
@@ -195,26 +198,32 @@ class Subject:
         ts = rng.uniform(1.3, 3.2)
         loops.append(("colon", -HALF_PI + rng.normal(0, 0.3), 0.62, (ts - 0.7, ts + 0.7), rng.uniform(15, 25)))
         loops.append(("colon", -0.9, 0.5, (n_l + 0.5, n_l + 3.0), rng.uniform(14, 22)))
-        n_small = int(12 + 60 * free)
-        for _ in range(n_small):
-            ang = rng.uniform(-PI, PI)
-            # keep small bowel out of the retroperitoneum (posterior sector)
-            if abs(_wrap(np.array(ang - HALF_PI))) < 0.9:
-                ang = -ang
-            rho = math.sqrt(rng.uniform(0.0, 0.72))
-            sc = rng.uniform(0.3, n_l + 2.5)
-            loops.append(("small", ang, rho, (sc - rng.uniform(0.3, 0.9), sc + rng.uniform(0.3, 0.9)),
-                          rng.uniform(8, 15)))
+        # enough loops that about (1 - vat_fraction) of the free cavity holds bowel
+        n_small = int(40 + 300 * free**1.2)
+        ang = rng.uniform(-PI, PI, n_small)
+        # keep small bowel out of the retroperitoneum (posterior sector)
+        ang = np.where(np.abs(ang - HALF_PI) < 0.9, -ang, ang)
+        rho = np.sqrt(rng.uniform(0.0, 0.72, n_small))
+        sc = rng.uniform(0.3, n_l + 2.5, n_small)
+        lo = sc - rng.uniform(0.3, 0.9, n_small)
+        hi = sc + rng.uniform(0.3, 0.9, n_small)
+        rad = rng.uniform(8, 15, n_small)
+        for i in range(n_small):
+            loops.append(("small", float(ang[i]), float(rho[i]), (float(lo[i]), float(hi[i])), float(rad[i])))
         out = []
-        for kind, ang, rho, (s0, s1), r in loops:
-            u = rng.random()
+        n = len(loops)
+        u = rng.random(n)
+        u2 = rng.random(n)
+        seeds = rng.integers(0, 2**31, size=n)
+        hls = rng.uniform(0.25, 0.6, size=n)
+        for i, (kind, ang, rho, (s0, s1), r) in enumerate(loops):
             if kind == "colon":
-                content = "faeces" if u < 0.55 else ("gas" if u < 0.85 else "fluid")
+                content = "faeces" if u[i] < 0.55 else ("gas" if u[i] < 0.85 else "fluid")
             else:
-                content = "gas" if u < 0.2 else ("fluid" if u < 0.75 else "collapsed")
-            if p.oral_contrast and rng.random() < 0.6 and content != "gas":
+                content = "gas" if u[i] < 0.2 else ("fluid" if u[i] < 0.75 else "collapsed")
+            if p.oral_contrast and u2[i] < 0.6 and content != "gas":
                 content = "contrast"
-            out.append((kind, ang, rho, s0, s1, r, content, rng.integers(0, 2**31), rng.uniform(0.25, 0.6)))
+            out.append((kind, ang, rho, s0, s1, r, content, int(seeds[i]), float(hls[i])))
         return out
 
     def frame(self, z_mm: float) -> Frame:
@@ -259,7 +268,7 @@ class Subject:
         kw = self.wall_knots(s)
         dth = np.abs(_wrap(theta + HALF_PI))  # 0 anterior, pi posterior
         arc = dth * r_fascia
-        rect_t = (10.0 if self.male else 8.0) * ms * (1 + kw[0]) * (0.75 if s < 0 else 1.0)
+        rect_t = (12.0 if self.male else 9.5) * ms * (1 + kw[0]) * (0.75 if s < 0 else 1.0)
         lat_t = (14.0 if self.male else 11.0) * ms * (1 + kw[1]) * (1.0 - 0.3 * np.clip(pel, 0, 1))
         post_t = 4.0 * ms * (1 + kw[2])
         la = self.linea_alba / 2.0
@@ -351,8 +360,10 @@ class Subject:
                 cv.paint(blob_mask(g, bone), H[S.ARM_BONE], S.ARM_BONE)
                 cv.paint(blob_mask(g, bone, 3.0), H[S.TRABECULAR] + 100, S.ARM_BONE)
         # ---- body: polar coordinates around (0, yc) inside the body's bounding box
-        e = max(fr.a, fr.b) * 1.45
-        win = g.window(-e, e, fr.yc - e, fr.yc + e)
+        th_ = np.linspace(-PI, PI, PolarTable.N + 1)
+        ex = float(np.max(np.abs(fr.body.values * np.cos(th_)))) + 2.0
+        ey = float(np.max(np.abs(fr.body.values * np.sin(th_)))) + 2.0
+        win = g.window(-ex, ex, fr.yc - ey, fr.yc + ey)
         if win is None:
             return {"body": None}
         rs, cs, x, y = win
@@ -370,22 +381,27 @@ class Subject:
         m_body = np.clip((R_body - r) * inv + 0.5, 0, 1)
         m_fas = np.clip((R_fas - r) * inv + 0.5, 0, 1)
         m_inner = np.clip((R_fas - W - r) * inv + 0.5, 0, 1)
-        region = (rs, cs)
         cv.paint((rs, cs, m_body), H[S.SKIN], S.SKIN)
         cv.paint((rs, cs, np.clip((R_body - fr.skin - r) * inv + 0.5, 0, 1)), H[S.SAT], S.SAT)
         # Scarpa fascia: a thin line within anterior SAT when SAT is thick
         if p.sat_mm > 12:
-            depth = R_body - r
-            sat_here = R_body - fr.skin - R_fas
-            line = 1.0 - np.clip(np.abs(depth - fr.skin - 0.45 * sat_here) * inv * 1.3, 0, 1)
-            line *= np.clip(-np.sin(theta) * 2.0, 0, 1) * (sat_here > 10)
+            ii = np.nonzero((m_body > 0) & (m_fas < 1) & (theta < -0.3))
+            rb, Rb, Rf = r[ii], R_body[ii], R_fas[ii]
+            sat_here = Rb - fr.skin - Rf
+            line = 1.0 - np.clip(np.abs(Rb - rb - fr.skin - 0.45 * sat_here) * inv * 1.3, 0, 1)
+            line *= np.clip(-np.sin(theta[ii]) * 2.0, 0, 1) * (sat_here > 10)
             h = cv.hu[rs, cs]
-            h += 0.6 * line * (H[S.FASCIA] - h)
+            h[ii] += 0.6 * line * (H[S.FASCIA] - h[ii])
         cv.paint((rs, cs, m_fas), H[S.VAT], S.VAT)
-        # wall band and its muscle types
-        band = (m_fas * (1.0 - m_inner)).astype(np.float32)
-        dth = np.abs(_wrap(theta + HALF_PI))
-        arc = dth * R_fas
+        # wall band and its muscle types (computed on band pixels only)
+        band_full = m_fas * (1.0 - m_inner)
+        ii = np.nonzero(band_full > 0)
+        band = band_full[ii]
+        th_b, R_b, W_b, r_b = theta[ii], R_fas[ii], W[ii], r[ii]
+        a_ = th_b + HALF_PI
+        a_ = np.where(a_ > PI, a_ - 2 * PI, a_)
+        dth = np.abs(a_)
+        arc = dth * R_b
         la = self.linea_alba / 2.0
         rw = self.rectus_w * (0.8 + 0.2 * ms)
         sid_band = np.full(band.shape, S.WALL, dtype=np.uint8)
@@ -398,25 +414,26 @@ class Subject:
         hu_band = np.where(sid_band == S.FASCIA, H[S.FASCIA], H[S.WALL]).astype(np.float32)
         # intermuscular fat planes (EO | IO | TA) in the lateral wall
         if s >= 0.3:
-            depth = R_fas - r
+            depth = R_b - r_b
+            lat = (sid_band == S.WALL) & (W_b > 6.0)
             for q in (0.4, 0.74):
-                plane = 1.0 - np.clip(np.abs(depth - q * W) / (0.5 * self.fat_planes + 0.5 * px), 0, 1)
-                plane *= (sid_band == S.WALL) * (W > 6.0)
+                plane = 1.0 - np.clip(np.abs(depth - q * W_b) / (0.5 * self.fat_planes + 0.5 * px), 0, 1)
+                plane *= lat
                 hu_band += plane * (H[S.IMAT] - hu_band)
         h = cv.hu[rs, cs]
-        h += band * (hu_band - h)
+        h[ii] += band * (hu_band - h[ii])
         sb = cv.sid[rs, cs]
         sel = band >= 0.5
-        sb[sel] = sid_band[sel]
-        fat_plane_sel = sel & (hu_band < -30) & (sid_band == S.WALL)
-        sb[fat_plane_sel] = S.IMAT
+        sid_band = np.where(sel & (hu_band < -30) & (sid_band == S.WALL), np.uint8(S.IMAT), sid_band)
+        sb_ii = sb[ii]
+        sb_ii[sel] = sid_band[sel]
+        sb[ii] = sb_ii
         inner_full = np.zeros((g.rows, g.cols), dtype=np.float32)
         inner_full[rs, cs] = m_inner
         fascia_full = np.zeros((g.rows, g.cols), dtype=np.float32)
         fascia_full[rs, cs] = m_fas
         body_full = np.zeros((g.rows, g.cols), dtype=np.float32)
         body_full[rs, cs] = m_body
-        del region
 
         def inside(reg, full=inner_full):
             if reg is None:
@@ -584,17 +601,19 @@ class Subject:
             d = rho * max(a_here - rr - 3.0, 5.0)
             cx, cy = d * math.cos(ang), fr.yc + d * math.sin(ang)
             lrng = np.random.default_rng(seed)
-            harm = random_harm(lrng, 0.12 if kind == "colon" else 0.08, 6 if kind == "colon" else 4)
+            harm = random_harm(lrng, 0.16 if kind == "colon" else 0.1, 8 if kind == "colon" else 4, 1.0)
             if content == "collapsed":
                 rr *= 0.55
-            blob = Blob(cx, cy, rr * lrng.uniform(0.8, 1.2), rr * lrng.uniform(0.7, 1.1), lrng.uniform(-PI, PI), 2.0, harm)
-            reg = inside(blob_mask(g, blob))
-            cv.paint(reg, H[S.BOWEL_WALL], S.BOWEL_WALL)
-            wall_t = 2.0 + (1.5 if content == "collapsed" else 0.0)
-            lum = blob_mask(g, blob, wall_t)
-            if lum is None:
+            elong = lrng.uniform(1.4, 3.0) if (kind == "small" and lrng.random() < 0.35) else lrng.uniform(0.85, 1.2)
+            blob = Blob(cx, cy, rr * elong, rr * lrng.uniform(0.7, 1.05), lrng.uniform(-PI, PI), 2.0, harm)
+            bd = blob_dist(g, blob)
+            if bd is None:
                 continue
-            rs, cs, m = lum
+            rs, cs, dist = bd
+            cv.paint(inside((rs, cs, soft_from_dist(g, dist))), H[S.BOWEL_WALL], S.BOWEL_WALL)
+            wall_t = 2.0 + (1.5 if content == "collapsed" else 0.0)
+            m = soft_from_dist(g, dist, wall_t)
+            lum = (rs, cs, m)
             if content == "gas":
                 cv.paint(inside(lum), H[S.GAS], S.GAS)
             elif content == "fluid" or content == "collapsed":
@@ -612,7 +631,7 @@ class Subject:
                 y = cv.grid.ys(rs.start, rs.stop)[:, None]
                 lvl = cy - rr * lrng.uniform(0.2, 0.6)
                 gm = m * np.clip((lvl - y) / cv.grid.px + 0.5, 0, 1)
-                cv.paint((rs, cs, gm.astype(np.float32)), H[S.GAS], S.GAS)
+                cv.paint(inside((rs, cs, gm.astype(np.float32))), H[S.GAS], S.GAS)
 
     def paint_bones(self, cv: Canvas, fr: Frame, thickness_mm: float = 1.0) -> list[tuple[float, float]]:
         """Vertebra or disc at z, posterior elements, ribs, sacrum, iliac wings, implant.
@@ -628,6 +647,7 @@ class Subject:
         metal: list[tuple[float, float]] = []
         cort = H[S.CORTEX]
         trab = H[S.TRABECULAR]
+        post_hu = 0.45 * cort + 0.55 * trab  # posterior elements: thin cortex around marrow
         # ---- vertebral body or disc
         bean = ((2, -0.03, 0.0), (3, 0.0, 0.02))
         if inside_v is not None and inside_v.region != "S":
@@ -636,7 +656,7 @@ class Subject:
             near_end = min(v.z_top_mm - z, z - v.z_bottom_mm)
             cv.paint(blob_mask(g, body), cort, S.CORTEX)
             if near_end > 0.5 * thickness_mm + 1.0:
-                cv.paint(blob_mask(g, body, 1.5 + 0.5 * sc), trab, S.TRABECULAR)
+                cv.paint(blob_mask(g, body, 1.1 * sc), trab, S.TRABECULAR)
                 # basivertebral vein: a small notch at the back of the body
                 cv.paint(blob_mask(g, Blob(0.0, y_vb + vb_d / 2 - 3, 3.0, 2.0)), trab - 60, S.TRABECULAR)
             else:  # through the endplate: partial volume of dense plate and disc
@@ -661,12 +681,12 @@ class Subject:
                 continue
             thor = v.region == "T"
             # pedicles + transverse processes: upper two-thirds of the body
-            if v.z_bottom_mm + 0.3 * h <= z <= v.z_top_mm - 0.05 * h:
+            if v.z_bottom_mm + 0.4 * h <= z <= v.z_top_mm - 0.12 * h:
                 for side in (-1, 1):
                     px0, py0 = side * (vb_w * 0.3), y_post - 2
                     px1, py1 = side * (vb_w * 0.33 + 2), y_post + canal_r * 1.3
                     reg = capsule_mask(g, px0, py0, px1, py1, 5.0 * sc)
-                    cv.paint(reg, cort * 0.8, S.CORTEX)
+                    cv.paint(reg, post_hu, S.CORTEX)
                     if thor:
                         tl = 25.0 * sc
                         tx, ty = side * (vb_w * 0.33 + tl), y_post + canal_r * 1.3 + tl * 0.55
@@ -675,7 +695,7 @@ class Subject:
                         if v.number == sp.n_lumbar:
                             tl *= 0.9
                         tx, ty = side * (vb_w * 0.33 + tl), y_post + canal_r * 0.9 + 2
-                    cv.paint(capsule_mask(g, px1, py1, tx, ty, 4.5 * sc, 3.0 * sc), cort * 0.75, S.CORTEX)
+                    cv.paint(capsule_mask(g, px1, py1, tx, ty, 4.5 * sc, 3.0 * sc), post_hu, S.CORTEX)
                     if v.rib != "none" and v.z_top_mm - 0.6 * h <= z:
                         self._rib_neck(cv, fr, v, side, tx, ty)
             # lamina and spinous process: slope downwards (lower half of the body and below)
@@ -683,16 +703,16 @@ class Subject:
                 ly = y_post + canal_r * 1.55 + 2
                 for side in (-1, 1):
                     cv.paint(capsule_mask(g, side * (vb_w * 0.33), y_post + canal_r * 1.2, 0.0, ly, 4.0 * sc),
-                             cort * 0.8, S.CORTEX)
+                             post_hu, S.CORTEX)
                 tip_len = (32.0 if not thor else 38.0) * sc
                 if v.region == "L" and v.number == 3:
                     tip_len *= 1.05
-                cv.paint(capsule_mask(g, 0.0, ly, 0.0, ly + tip_len, 3.5 * sc, 4.5 * sc), cort * 0.75, S.CORTEX)
+                cv.paint(capsule_mask(g, 0.0, ly, 0.0, ly + tip_len, 3.5 * sc, 4.5 * sc), post_hu, S.CORTEX)
             # facet joints around the disc below
             if v.z_bottom_mm - 6.0 <= z <= v.z_bottom_mm + 6.0:
                 for side in (-1, 1):
                     fx, fy = side * (vb_w * 0.36 + 4), y_post + canal_r * 1.4
-                    cv.paint(blob_mask(g, Blob(fx, fy, 7.0 * sc, 6.0 * sc, side * 0.7)), cort * 0.7, S.CORTEX)
+                    cv.paint(blob_mask(g, Blob(fx, fy, 7.0 * sc, 6.0 * sc, side * 0.7)), post_hu, S.CORTEX)
                     cv.paint(blob_mask(g, Blob(fx + side * 1.0, fy, 6.5 * sc, 0.9, side * 0.9)), H[S.DISC] - 40, S.DISC)
         if s < sp.n_lumbar + 1.5:
             cv.paint(blob_mask(g, canal), H[S.CANAL], S.CANAL)
@@ -769,12 +789,16 @@ class Subject:
             xs = rr * np.cos(th)
             ys = fr.yc + rr * np.sin(th)
             idx = np.nonzero(vis)[0]
-            for a, b in zip(idx[:-1], idx[1:]):
-                if b != a + 1:
+            # contiguous visible runs, each drawn as at most three capsules
+            runs = np.split(idx, np.nonzero(np.diff(idx) > 1)[0] + 1)
+            for run in runs:
+                if len(run) < 2:
                     continue
-                cart = u[a] > 0.85 and length > 2.0
-                hu = H[S.CORTEX] * 0.6 if not cart else 130.0
-                cv.paint(capsule_mask(g, float(xs[a]), float(ys[a]), float(xs[b]), float(ys[b]), 3.2), hu, S.CORTEX)
+                pts = run[np.unique(np.linspace(0, len(run) - 1, min(len(run), 4)).round().astype(int))]
+                for a, b in zip(pts[:-1], pts[1:]):
+                    cart = u[a] > 0.85 and length > 2.0
+                    hu = H[S.CORTEX] * 0.6 if not cart else 130.0
+                    cv.paint(capsule_mask(g, float(xs[a]), float(ys[a]), float(xs[b]), float(ys[b]), 3.2), hu, S.CORTEX)
             if len(idx) == 1:
                 i0 = int(idx[0])
                 cv.paint(blob_mask(g, Blob(float(xs[i0]), float(ys[i0]), 4.0, 3.5)), H[S.CORTEX] * 0.6, S.CORTEX)
@@ -833,20 +857,26 @@ class Subject:
         return float(np.interp(s_val, ss[order], zs[order]))
 
     # ------------------------------------------------------------------ texture
-    def texture(self, cv: Canvas, rng: np.random.Generator) -> None:
+    def texture_fields(self, grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(fine, coarse) unit random fields for marbling and mottling."""
+        fine = smooth_field(rng, (grid.rows, grid.cols), max(1.2 / grid.px * rng.uniform(1.0, 2.5), 0.8))
+        coarse = smooth_field(rng, (grid.rows, grid.cols), max(8.0 / grid.px, 1.5))
+        return fine, coarse
+
+    def texture(self, cv: Canvas, rng: np.random.Generator,
+                fields: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Marbling (IMAT) inside muscle fascia, organ mottling, fat heterogeneity."""
         p, H = self.p, self.hu
         g = cv.grid
-        env = np.isin(cv.sid, (S.WALL, S.RECTUS, S.PSOAS, S.PARASPINAL, S.QL, S.LATISSIMUS, S.ILIACUS, S.GLUTEAL,
-                               S.CHEST_WALL))
-        fine = smooth_field(rng, (g.rows, g.cols), max(1.2 / g.px * rng.uniform(1.0, 2.5), 0.8))
-        coarse = smooth_field(rng, (g.rows, g.cols), max(8.0 / g.px, 1.5))
-        if p.imat_fraction > 0 and env.any():
+        env = _MARBLE_LUT[cv.sid]
+        fine, coarse = fields if fields is not None else self.texture_fields(g, rng)
+        if p.imat_fraction > 0:
             thr = NormalDist().inv_cdf(1.0 - min(p.imat_fraction, 0.49))
             # marbling is patchy: more where the coarse field is high
             fld = fine + 0.45 * coarse
             fld = fld / 1.1
-            mar = np.clip((fld - thr) * 2.5 + 0.5, 0, 1) * env
+            mar = np.clip((fld - thr) * 2.5 + 0.5, 0, 1)
+            mar *= env
             cv.hu += mar * (H[S.IMAT] - cv.hu)
             cv.sid[(mar >= 0.5)] = S.IMAT
         amp = np.zeros(256, dtype=np.float32)
@@ -863,3 +893,6 @@ class Subject:
 
 
 MUSCLE_SIDS = tuple(int(s) for s in MUSCLE_ENVELOPE)
+_MARBLE_LUT = np.zeros(256, dtype=np.float32)
+for _s in (S.WALL, S.RECTUS, S.PSOAS, S.PARASPINAL, S.QL, S.LATISSIMUS, S.ILIACUS, S.GLUTEAL, S.CHEST_WALL):
+    _MARBLE_LUT[_s] = 1.0

@@ -85,7 +85,7 @@ class PhantomParams:
         _check_range("vat_fraction", self.vat_fraction, 0.02, 0.9)
         _check_range("noise_sd", self.noise_sd, 0.0, 80.0)
         _check_range("kernel_sharpness", self.kernel_sharpness, 0.0, 1.0)
-        _check_range("pixel_spacing_mm", self.pixel_spacing_mm, 0.3, 3.0)
+        _check_range("pixel_spacing_mm", self.pixel_spacing_mm, 0.3, 4.0)
         _check_range("ascites", self.ascites, 0.0, 1.0)
         if (
             len(self.matrix) != 2
@@ -220,17 +220,19 @@ def random_params(rng: np.random.Generator, **overrides: object) -> PhantomParam
     bmi = weight / height**2
     fatness = np.clip((bmi - 17.0) / 23.0, 0.0, 1.0)  # 0 cachexia .. 1 BMI 40+
     # SAT thickness: few mm in cachexia, >100 mm in morbid obesity; women more.
-    sat = 3.0 + 95.0 * fatness**1.6 * (1.25 if not male else 0.95) * rng.uniform(0.7, 1.3)
+    sat = 2.0 + 55.0 * fatness**1.5 * (1.25 if not male else 0.95) * rng.uniform(0.75, 1.25)
     sat = float(o.get("sat_mm", np.clip(sat, 2.0, 140.0)))
     # Muscle: men more; falls with age; a little more with weight.
-    mscale = (1.0 if male else 0.78) * (1.0 - 0.004 * max(age - 40.0, 0.0))
+    mscale = (1.16 if male else 0.98) * (1.0 - 0.004 * max(age - 40.0, 0.0))
     mscale *= (height / (1.76 if male else 1.63)) ** 1.2 * (1.0 + 0.25 * (fatness - 0.4))
     mscale *= rng.normal(1.0, 0.1)
-    mscale = float(o.get("muscle_scale", np.clip(mscale, 0.5, 1.45)))
-    mhu = 52.0 - 0.22 * max(age - 30.0, 0.0) - 14.0 * fatness + rng.normal(0, 5)
-    mhu = float(o.get("muscle_hu", np.clip(mhu, 15.0, 62.0)))
-    imat = 0.015 + 0.05 * fatness + 0.0009 * max(age - 30, 0) + rng.exponential(0.015)
-    imat += 0.002 * max(45.0 - mhu, 0.0)
+    mscale = float(o.get("muscle_scale", np.clip(mscale, 0.55, 1.35)))
+    # tissue HU; the Alberta mean measured on the slice runs ~5-12 HU lower (partial volume
+    # with fat, marbling), which lands the measured means in the published 25-60 HU range
+    mhu = 60.0 - 0.22 * max(age - 30.0, 0.0) - 14.0 * fatness + rng.normal(0, 5)
+    mhu = float(o.get("muscle_hu", np.clip(mhu, 22.0, 68.0)))
+    imat = 0.005 + 0.025 * fatness + 0.0004 * max(age - 30, 0) + rng.exponential(0.008)
+    imat += 0.001 * max(45.0 - mhu, 0.0)
     imat = float(o.get("imat_fraction", np.clip(imat, 0.005, 0.25)))
     vatf = 0.12 + 0.55 * fatness * (1.15 if male else 0.85) + 0.002 * max(age - 40, 0)
     vatf = float(o.get("vat_fraction", np.clip(vatf * rng.uniform(0.7, 1.25), 0.04, 0.85)))

@@ -15,7 +15,7 @@ import numpy as np
 from .params import SpineParams
 
 #: Lumbar transverse-process half-length factors (L3 longest, ANATOMY.md).
-TP_LENGTH_MM = {1: 20.0, 2: 28.0, 3: 36.0, 4: 31.0, 5: 27.0, 6: 24.0}
+TP_LENGTH_MM = {1: 15.0, 2: 22.0, 3: 29.0, 4: 25.0, 5: 22.0, 6: 20.0}
 
 
 @dataclass(frozen=True)

@@ -92,18 +92,29 @@ for _s in SUBCUTANEOUS_FAT:
     COMPARTMENT[_s] = 4
 
 
-def tissue_labels(structures: np.ndarray, hu: np.ndarray) -> np.ndarray:
-    """Alberta-protocol tissue labels from the structure map and the final (noisy) HU.
-
-    Works on 2-D slices or 3-D stacks of the same shape.
-    """
-    comp = COMPARTMENT[structures]
+def _label_lut() -> np.ndarray:
+    """(compartment, HU + 1024) → tissue label, for integer HU −1024…3071."""
+    hu = np.arange(-1024, 3072)
     fat = (hu >= FAT_HU[0]) & (hu <= FAT_HU[1])
     mus = (hu >= MUSCLE_HU[0]) & (hu <= MUSCLE_HU[1])
-    out = np.zeros(structures.shape, dtype=np.uint8)
-    env = comp == 1
-    out[env & mus] = Tissue.MUSCLE
-    out[env & fat] = Tissue.IMAT
-    out[(comp == 3) & fat] = Tissue.VAT
-    out[(comp == 4) & fat] = Tissue.SAT
-    return out
+    lut = np.zeros((5, hu.size), dtype=np.uint8)
+    lut[1][mus] = Tissue.MUSCLE
+    lut[1][fat] = Tissue.IMAT
+    lut[3][fat] = Tissue.VAT
+    lut[4][fat] = Tissue.SAT
+    return lut.ravel()
+
+
+_LABEL_LUT = _label_lut()
+
+
+def tissue_labels(structures: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """Alberta-protocol tissue labels from the structure map and the final HU.
+
+    HU are rounded to integers (as stored by a scanner) before the windows are applied.
+    Works on 2-D slices or 3-D stacks of the same shape.
+    """
+    idx = np.clip(np.rint(hu), -1024, 3071).astype(np.int32)
+    idx += 1024
+    idx += COMPARTMENT[structures].astype(np.int32) * 4096
+    return _LABEL_LUT[idx]

@@ -65,11 +65,18 @@ class _Layer(Canvas):
     def __init__(self, grid) -> None:
         super().__init__(grid, 0.0, 0)
         self.alpha = np.zeros((grid.rows, grid.cols), dtype=np.float32)
+        self.box: list[int] | None = None  # r0, r1, c0, c1 of everything painted
 
     def paint(self, region, value, sid: int, where=None) -> None:
         if region is None:
             return
         rs, cs, m = region
+        if self.box is None:
+            self.box = [rs.start, rs.stop, cs.start, cs.stop]
+        else:
+            b = self.box
+            b[0], b[1] = min(b[0], rs.start), max(b[1], rs.stop)
+            b[2], b[3] = min(b[2], cs.start), max(b[3], cs.stop)
         if where is not None:
             m = m * where
         super().paint((rs, cs, m), value, sid)
@@ -118,7 +125,7 @@ def make_volume(
     slice_thickness_mm: float | None = None,
     slice_spacing_mm: float | None = None,
     n_slices: int | None = None,
-    template_step_mm: float = 8.0,
+    template_step_mm: float = 10.0,
     z_origin_mm: float | None = None,
 ) -> PhantomVolume:
     """Render a display-oriented CT volume of ``params``'s body with spine ``spine``.
@@ -175,11 +182,13 @@ def make_volume(
     tz = np.arange(z_lo - step, z_hi + 2 * step, step)
     temps_hu = np.empty((len(tz), rows, cols), dtype=np.float32)
     temps_sid = np.empty((len(tz), rows, cols), dtype=np.uint8)
+    base_fields = subject.texture_fields(grid, rng)
     for t, z in enumerate(tz):
         cv = Canvas(grid, subject.hu[S.AIR], S.AIR)
         fr = subject.frame(float(z))
         info = subject.paint_soft(cv, fr, rng)
-        subject.texture(cv, rng)
+        sh = (int(rng.integers(0, rows)), int(rng.integers(0, cols)))
+        subject.texture(cv, rng, (np.roll(base_fields[0], sh, (0, 1)), np.roll(base_fields[1], sh, (0, 1))))
         body = info.get("body")
         if body is not None and subject.cupping_hu > 0:
             rs, cs = info["region"]
@@ -190,9 +199,9 @@ def make_volume(
         temps_hu[t] = fft.irfft2(fft.rfft2(cv.hu) * mtf, s=(rows, cols))
         temps_sid[t] = cv.sid
 
-    # ---- noise bank
+    # ---- noise bank: periodic noise images tiled 2x2, so a shifted window is a free view
     n_bank = 6
-    bank = np.stack([correlated_noise(grid, nps, rng) for _ in range(n_bank)]) * params.noise_sd
+    bank = [np.tile(correlated_noise(grid, nps, rng) * np.float32(params.noise_sd), (2, 2)) for _ in range(n_bank)]
     in_body = np.ones(256, dtype=np.float32)
     for sid in (S.AIR, S.TABLE, S.PAD):
         in_body[sid] = subject.noise_body_ratio
@@ -205,26 +214,30 @@ def make_volume(
         outside = (xx * xx + yy * yy) > (min(rows, cols) / 2.0) ** 2
     else:
         outside = None
+    img = np.empty((rows, cols), dtype=np.float32)
     for k, z in enumerate(zs):
         f = (z - tz[0]) / step
         a = int(min(max(math.floor(f), 0), len(tz) - 2))
-        w = float(min(max(f - a, 0.0), 1.0))
-        img = temps_hu[a] * (1.0 - w)
+        w = np.float32(min(max(f - a, 0.0), 1.0))
+        np.multiply(temps_hu[a], np.float32(1.0) - w, out=img)
         img += temps_hu[a + 1] * w
         sid = (temps_sid[a] if w < 0.5 else temps_sid[a + 1]).copy()
         fr = subject.frame(float(z))
         layer = _Layer(grid)
         metal = subject.paint_bones(layer, fr, thickness)
-        if layer.alpha.any():
-            img *= 1.0 - layer.alpha
-            img += layer.hu
-            cover = layer.alpha >= 0.5
-            sid[cover] = layer.sid[cover]
+        if layer.box is not None:
+            r0, r1, c0, c1 = layer.box
+            al = layer.alpha[r0:r1, c0:c1]
+            sub = img[r0:r1, c0:c1]
+            sub *= 1.0 - al
+            sub += layer.hu[r0:r1, c0:c1]
+            cover = al >= 0.5
+            ssub = sid[r0:r1, c0:c1]
+            ssub[cover] = layer.sid[r0:r1, c0:c1][cover]
         if metal:
             img += metal_streaks(grid, metal, rng) * (in_body[sid] > 0.99)
-        nb = bank[k % n_bank]
-        shift = (int(rng.integers(0, rows)), int(rng.integers(0, cols)))
-        nb = np.roll(nb, shift, axis=(0, 1))
+        dy, dx = int(rng.integers(0, rows)), int(rng.integers(0, cols))
+        nb = bank[k % n_bank][dy:dy + rows, dx:dx + cols]
         img += nb * in_body[sid]
         np.rint(img, out=img)
         np.clip(img, AIR_HU, 3071, out=img)

@@ -62,10 +62,14 @@ class BaselineParams:
     n_rays: int = 720
     target_noise_hu: float = 10.0
     wall_hu: float = -50.0
+    wall_noise_hu: float = 8.0
+    max_sigma_mm: float = 2.5
+    wall_sigma_mm: float = 0.5
     wall_run_mm: float = 2.0
-    wall_dip_arc_mm: float = 12.0
     wall_open_arc_mm: float = 12.0
-    wall_close_mm: float = 30.0
+    wall_close_mm: float = 12.0
+    linea_alba_mm: float = 30.0
+    linea_alba_deg: float = 35.0
     wall_min_mm: float = 3.0
     organ_mm: float = 10.0
     imat_hole_mm2: float = 1000.0
@@ -76,7 +80,10 @@ class BaselineParams:
     spine_anterior_mm: float = 10.0
     spine_lateral_mm: float = 40.0
     psoas_lateral_mm: float = 40.0
+    psoas_neck_mm: float = 4.5
     imat_close_mm: float = 3.0
+    gas_hu: float = -400.0
+    gas_margin_mm: float = 3.0
     min_muscle_mm2: float = 20.0
 
 
@@ -91,6 +98,34 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     return lab == int(np.argmax(sizes))
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed background (labels the background once; faster than iterative dilation)."""
+    lab, n = ndi.label(~mask)
+    if n == 0:
+        return mask.copy()
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    hole = np.ones(n + 1, bool)
+    hole[border] = False
+    hole[0] = False
+    return mask | hole[lab]
+
+
+def _downsample(mask: np.ndarray, f: tuple[int, int]) -> np.ndarray:
+    """Block 'any' of a boolean mask by integer factors (pads the edge blocks)."""
+    if f == (1, 1):
+        return mask
+    h, w = mask.shape
+    ph, pw = -h % f[0], -w % f[1]
+    m = np.pad(mask, ((0, ph), (0, pw)))
+    return m.reshape(m.shape[0] // f[0], f[0], m.shape[1] // f[1], f[1]).any(axis=(1, 3))
+
+
+def _upsample(mask: np.ndarray, f: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    if f == (1, 1):
+        return mask
+    return np.repeat(np.repeat(mask, f[0], axis=0), f[1], axis=1)[: shape[0], : shape[1]]
 
 
 def _open(mask: np.ndarray, r_mm: float, spacing: tuple[float, float]) -> np.ndarray:
@@ -138,47 +173,68 @@ def body_mask(hu: np.ndarray, spacing: tuple[float, float], p: BaselineParams) -
         mask = _largest(mask & full)
     box = _crop_box(mask, 1)
     out = np.zeros_like(mask)
-    out[box] = ndi.binary_fill_holes(mask[box])
+    out[box] = _fill_holes(mask[box])
     return out
 
 
 def _find_vertebra(dense: np.ndarray, body: np.ndarray, spacing: tuple[float, float],
                    p: BaselineParams) -> np.ndarray | None:
-    """Largest dense component near the midline in the posterior half of the body."""
-    if not dense.any():
-        return None
-    closed = ndi.binary_closing(dense, structure=np.ones((3, 3), bool),
-                                iterations=max(1, round(1.5 / min(spacing))))
-    closed = ndi.binary_fill_holes(closed)
-    lab, n = ndi.label(closed)
-    if n == 0:
-        return None
+    """Largest dense component near the midline in the posterior part of the body.
+
+    Only a window around the body's midline (±20 % of its width, behind its centre minus
+    10 mm) is searched: the vertebra is there in every abdominal slice, ribs, contrast-filled
+    bowel and calcified vessels mostly elsewhere.
+    """
     rows, cols = np.nonzero(body)
     cy, cx = rows.mean(), cols.mean()
     width = (cols.max() - cols.min() + 1) * spacing[1]
-    idx = np.arange(1, n + 1)
-    area = ndi.sum_labels(np.ones_like(lab), lab, idx) * spacing[0] * spacing[1]
-    coms = np.array(ndi.center_of_mass(closed, lab, idx)).reshape(-1, 2)
-    ok = (
-        (area >= p.vertebra_min_mm2)
-        & (np.abs(coms[:, 1] - cx) * spacing[1] < 0.2 * width)
-        & (coms[:, 0] > cy - 10.0 / spacing[0])
-    )
-    if not ok.any():
+    half = int(0.2 * width / spacing[1]) + 1
+    r0 = max(0, int(cy - 10.0 / spacing[0]))
+    c0, c1 = max(0, int(cx) - half), min(body.shape[1], int(cx) + half + 1)
+    win = dense[r0:, c0:c1]
+    if not win.any():
         return None
-    best = idx[ok][np.argmax(area[ok])]
-    return lab == best
+    it = max(1, round(1.5 / min(spacing)))
+    closed = ndi.binary_closing(np.pad(win, it), structure=np.ones((3, 3), bool), iterations=it)
+    closed = _fill_holes(closed[it:-it, it:-it])
+    lab, n = ndi.label(closed)
+    if n == 0:
+        return None
+    area = np.bincount(lab.ravel())[1:] * spacing[0] * spacing[1]
+    best = int(np.argmax(area)) + 1
+    if area[best - 1] < p.vertebra_min_mm2:
+        return None
+    out = np.zeros(dense.shape, bool)
+    out[r0:, c0:c1] = lab == best
+    return out
 
 
-def _noise_sd(hu: np.ndarray, inner: np.ndarray) -> float:
-    """Pixel noise SD from horizontal neighbour differences inside fat (robust, MAD-based)."""
-    fat = inner & (hu > -190.0) & (hu < -30.0)
-    pair = fat[:, 1:] & fat[:, :-1]
-    if pair.sum() < 200:
-        return 15.0
-    d = (hu[:, 1:] - hu[:, :-1])[pair]
-    mad = float(np.median(np.abs(d - np.median(d))))
-    return 1.4826 * mad / math.sqrt(2.0)
+def _gauss(hu: np.ndarray, sigma_mm: float, sp: tuple[float, float]) -> np.ndarray:
+    return ndi.gaussian_filter(hu, sigma=(sigma_mm / sp[0], sigma_mm / sp[1]), truncate=3.0)
+
+
+def _smooth_to_noise(hu: np.ndarray, ref: np.ndarray, target_hu: float, min_mm: float,
+                     max_mm: float, sp: tuple[float, float]) -> tuple[np.ndarray, float]:
+    """Smooth until the spread in the fat reference pixels falls to ``target_hu``.
+
+    Measured rather than predicted, because CT noise is correlated (the kernel): the
+    white-noise rule (SD / (2·sqrt(pi)·sigma)) would under-smooth soft-kernel scans.
+    Returns the smoothed image and the robust SD reached.
+    """
+    sigma = min_mm
+    idx = np.flatnonzero(ref.ravel())
+    if idx.size > 4000:  # a robust spread needs a few thousand pixels, not all of them
+        idx = idx[:: idx.size // 4000]
+    while True:
+        sm = _gauss(hu, sigma, sp)
+        if idx.size < 100:
+            return sm, math.nan
+        v = sm.ravel()[idx]
+        sd = 1.4826 * float(np.median(np.abs(v - np.median(v))))
+        if sd <= target_hu or sigma >= max_mm:
+            return sm, sd
+        # correlated noise falls roughly as 1/sigma once sigma exceeds its grain
+        sigma = min(max_mm, max(sigma * 1.3, sigma * sd / target_hu * 1.1))
 
 
 def _run_starts(mask: np.ndarray, n: int) -> np.ndarray:
@@ -262,7 +318,7 @@ def _drop_small(mask: np.ndarray, min_mm2: float, sp: tuple[float, float]) -> np
 
 def _fill_small_holes(mask: np.ndarray, max_mm2: float, sp: tuple[float, float]) -> np.ndarray:
     """Fill enclosed holes up to max_mm2 (never the whole visceral cavity a muscle ring encloses)."""
-    holes = ndi.binary_fill_holes(mask) & ~mask
+    holes = _fill_holes(mask) & ~mask
     return mask | (holes & ~_drop_small(holes, max_mm2, sp))
 
 
@@ -292,16 +348,15 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     box = _crop_box(body_full, 2)
     hu = hu_full[box]
     body = body_full[box]
-    # image edges of a cut-off body are not skin: replicate the edge so only air erodes
-    depth = _edt(np.pad(body, 1, mode="edge"), sp)[1:-1, 1:-1]
-    inner = body & (depth > p.skin_mm)
+    # skin: the outer skin_mm; the image edge of a cut-off body is not skin (border_value=1)
+    inner = ndi.binary_erosion(body, _disk(p.skin_mm, sp), border_value=1)
 
-    # anatomy is found on a smoothed copy; the smoothing grows with the measured noise so that
-    # low-dose scans (SD 30–45 HU) do not break the muscle wall into specks
-    noise = _noise_sd(hu, inner)
-    sig_px = noise / (2.0 * math.sqrt(math.pi) * p.target_noise_hu)
-    sigma = (max(sig_px, p.smooth_sigma_mm / sp[0]), max(sig_px, p.smooth_sigma_mm / sp[1]))
-    sm = ndi.gaussian_filter(hu, sigma=sigma)
+    # anatomy is found on smoothed copies whose smoothing grows with the measured noise, so
+    # that low-dose scans (SD 30–45 HU) do not break the muscle wall into specks
+    coarse = _gauss(hu, 1.5, sp)
+    fat_ref = inner & (coarse > -150.0) & (coarse < -60.0)
+    sm, _ = _smooth_to_noise(hu, fat_ref, p.target_noise_hu, p.smooth_sigma_mm, p.max_sigma_mm, sp)
+    sm_w, _ = _smooth_to_noise(hu, fat_ref, p.wall_noise_hu, p.wall_sigma_mm, p.max_sigma_mm, sp)
     cls = np.full(hu.shape, _OUT, np.uint8)
     cls[body & ~inner] = _SKIN
     cls[inner & (sm < FAT_HU[0])] = _GAS
@@ -336,8 +391,10 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
 
     s_idx = np.arange(n_s)[None, :]
     start = np.where(start < 0, n_s, start)
+    # the wall is searched on the more strongly smoothed copy (noise about wall_noise_hu), so
+    # that thin, faint muscle layers stay continuous and noise in the fat never looks like wall
     wall_like = np.zeros(rr.shape, bool)
-    wall_like[valid] = (inner & (sm > p.wall_hu))[rr[valid], cc[valid]]
+    wall_like[valid] = (inner & (sm_w > p.wall_hu))[rr[valid], cc[valid]]
     # thick skin (the back): a soft layer that starts at the skin and gives way to fat within
     # skin_max_mm is skin, not the muscle wall
     tissue_at = _first((s_idx >= start[:, None]) & (ray != _SKIN) & (ray != _OUT))
@@ -359,10 +416,16 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
         return BaselineDebug(labels_full, body_full, empty_full, empty_full, empty_full, None, (cy, cx))
     r_med = float(np.median(r_out))
     per_mm = p.n_rays / (2 * math.pi * max(r_med, 10.0))  # rays per mm of arc at the wall
-    # a faint wall is hit on some rays and missed on others (comb-like profile): fill narrow
-    # dips first, then remove narrow outward spikes (a vessel or septum in the fat)
-    r_out = _circular(ndi.grey_closing, r_out, round(p.wall_dip_arc_mm * per_mm))
+    # remove narrow outward spikes (a vessel or septum in the fat), then bridge the linea alba
+    # and other gaps narrower than 2 * wall_close_mm (window sized at the nearest wall)
     r_out = _circular(ndi.grey_opening, r_out, round(p.wall_open_arc_mm * per_mm))
+    r_near = max(float(np.percentile(r_out, 10)), 10.0)
+    rays_per_mm_near = p.n_rays / (2 * math.pi * r_near)
+    closed_small = _circular(ndi.grey_closing, r_out, round(2.0 * p.wall_close_mm * rays_per_mm_near))
+    # the linea alba (anterior midline) can be several cm wide (diastasis, upper abdomen)
+    closed_big = _circular(ndi.grey_closing, r_out, round(2.0 * p.linea_alba_mm * rays_per_mm_near))
+    anterior = np.abs(np.angle(np.exp(1j * (theta + math.pi / 2)))) <= math.radians(p.linea_alba_deg)
+    r_out = np.where(anterior, closed_big, closed_small)
 
     # wall thickness along each ray, from the outer surface inward: soft tissue with small
     # fat/dense gaps; when the cap is reached (an organ abuts the wall), cut at the deepest fat
@@ -390,37 +453,44 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     xx = (np.arange(w, dtype=np.float32)[None, :] - cx) * sp[1]
     r_pix = np.hypot(yy, xx)
     t_idx = np.rint((np.arctan2(yy, xx) + math.pi) / (2 * math.pi) * p.n_rays).astype(np.intp) % p.n_rays
-    inside_rays = inner & (r_pix < r_out[t_idx])
-    # bridge the linea alba and other gaps narrower than 2 * wall_close_mm
-    inside_wall = _close(inside_rays, p.wall_close_mm, sp) & inner
-    wall_depth = _edt(inside_wall, sp)
-    wall_band = inside_wall & (wall_depth <= thick[t_idx] + step)
+    r_wall = r_out[t_idx]
+    inside_wall = inner & (r_pix < r_wall)
+    wall_band = inside_wall & (r_wall - r_pix <= thick[t_idx] + step)
 
     soft_raw = inner & (hu >= MUSCLE_HU[0]) & (hu <= MUSCLE_HU[1])
     fat_raw = inner & (hu >= FAT_HU[0]) & (hu <= FAT_HU[1])
     soft_s = cls == _SOFT
     # organs (liver, spleen, kidney, fluid-filled bowel) are thick blobs; wall muscles are not
-    organ = _open(inside_wall & np.isin(cls, (_SOFT, _DENSE)), p.organ_mm, sp)
+    # (a coarse-shape question: answered on a ~2 mm grid)
+    f = (max(1, round(2.0 / sp[0])), max(1, round(2.0 / sp[1])))
+    organ_c = _open(np.pad(_downsample(inside_wall & np.isin(cls, (_SOFT, _DENSE)), f), 1),
+                    p.organ_mm, (sp[0] * f[0], sp[1] * f[1]))[1:-1, 1:-1]
+    organ = _upsample(organ_c, f, hu.shape)
+    # bowel: its wall and content lie next to gas; muscle never does
+    gas = inner & (hu < p.gas_hu)
+    near_gas = ndi.binary_dilation(gas, _disk(p.gas_margin_mm, sp)) if gas.any() else gas
+    organ |= near_gas
     wall_tissue = inner & (sm > p.wall_hu) & (sm <= p.dense_hu)
     muscle = wall_tissue & wall_band & ~organ
 
     spine_zone = np.zeros_like(body)
     if vert is not None:
-        spine_zone = _spine_zone(vert, inside_wall, sp, p)
-        cand = ndi.binary_opening(soft_s & spine_zone, _disk(p.spine_open_mm, sp))
-        anchor = ndi.binary_dilation(vert, _disk(3.0, sp)) | (muscle & ~organ)
-        lab, n = ndi.label(cand)
-        if n:
-            touched = np.unique(lab[anchor & cand])
-            touched = touched[touched > 0]
-            spine_muscle = np.isin(lab, touched)
-            spine_muscle = ndi.binary_dilation(spine_muscle, _disk(p.spine_open_mm, sp)) & soft_s & spine_zone
+        behind, psoas = _spine_zone(vert, inside_wall, sp, p)
+        spine_zone = behind | psoas
+        if spine_zone.any():
+            zb = _crop_box(spine_zone | vert, int(math.ceil(8.0 / min(sp))))
+            spine_muscle = np.zeros_like(body)
+            spine_muscle[zb] = _spine_muscles(vert[zb], behind[zb], psoas[zb], (soft_s & ~near_gas)[zb],
+                                              (muscle & ~organ)[zb], sp, p)
             muscle = (muscle & ~spine_zone) | spine_muscle | (muscle & spine_zone & ~organ)
 
     muscle = _drop_small(muscle, p.min_muscle_mm2, sp)
 
     # final labels on raw HU (Alberta thresholds), inside the anatomical compartments
-    envelope = _fill_small_holes(_close(muscle, p.imat_close_mm, sp), p.imat_hole_mm2, sp)
+    disk = _disk(p.imat_close_mm, sp)
+    pad = max(disk.shape)
+    closed = ndi.binary_closing(np.pad(muscle, pad), disk)[pad:-pad, pad:-pad]
+    envelope = _fill_small_holes(closed, p.imat_hole_mm2, sp)
     envelope &= inside_wall
     if vert is not None:
         envelope &= ~vert
@@ -454,8 +524,33 @@ def _disk(r_mm: float, sp: tuple[float, float]) -> np.ndarray:
     return (y * sp[0]) ** 2 + (x * sp[1]) ** 2 <= r_mm**2 + 1e-6
 
 
+def _spine_muscles(vert: np.ndarray, behind: np.ndarray, psoas: np.ndarray, soft: np.ndarray,
+                   wall_muscle: np.ndarray, sp: tuple[float, float], p: BaselineParams) -> np.ndarray:
+    """Psoas, quadratus lumborum and paraspinals within the zones around the vertebra."""
+    near_vert = ndi.binary_dilation(vert, _disk(3.0, sp))
+    # behind the transverse processes: paraspinals and quadratus lumborum, anchored on the
+    # vertebra or on the wall muscles
+    picked = np.zeros_like(vert)
+    cand = ndi.binary_opening(soft & behind, _disk(p.spine_open_mm, sp))
+    lab, n = ndi.label(cand)
+    if n:
+        touched = np.unique(lab[(near_vert | wall_muscle) & cand])
+        picked = ndi.binary_dilation(np.isin(lab, touched[touched > 0]), _disk(p.spine_open_mm, sp))
+    # in front of them only the psoas: cores left after a deeper erosion (which cuts the neck
+    # to a kidney or bowel loop lying against it) that touch the vertebra, grown back
+    cand = soft & psoas & ~behind
+    core = ndi.binary_erosion(cand, _disk(p.psoas_neck_mm, sp))
+    lab, n = ndi.label(core)
+    if n:
+        reach = ndi.binary_dilation(vert, _disk(p.psoas_neck_mm + 3.0, sp))
+        touched = np.unique(lab[reach & core])
+        psoas_core = np.isin(lab, touched[touched > 0])
+        picked |= ndi.binary_dilation(psoas_core, _disk(p.psoas_neck_mm, sp)) & cand
+    return picked & soft & (behind | psoas)
+
+
 def _spine_zone(vert: np.ndarray, inside_wall: np.ndarray, sp: tuple[float, float],
-                p: BaselineParams) -> np.ndarray:
+                p: BaselineParams) -> tuple[np.ndarray, np.ndarray]:
     """Where psoas, quadratus lumborum and paraspinals lie, relative to the vertebra.
 
     Behind the transverse-process line: out to the processes' tips plus ``spine_lateral_mm``
@@ -482,4 +577,4 @@ def _spine_zone(vert: np.ndarray, inside_wall: np.ndarray, sp: tuple[float, floa
     behind = (yy >= tp_mm - 5.0) & (xx <= max(lat_extent, half_w) + p.spine_lateral_mm)
     psoas = (yy >= -p.spine_anterior_mm) & (xx <= half_w + p.psoas_lateral_mm)
     psoas &= ~((xx <= half_w + 3.0) & (yy < 0.0))
-    return inside_wall & (behind | psoas)
+    return inside_wall & behind, inside_wall & psoas

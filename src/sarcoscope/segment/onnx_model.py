@@ -107,8 +107,17 @@ def window_channels(hu: np.ndarray, spec: GridSpec) -> np.ndarray:
     return out
 
 
-def resample_matrix(n_in: int, step_in_mm: float, n_out: int, step_out_mm: float) -> sparse.csr_matrix:
-    """Sparse (n_out, n_in) matrix resampling a 1-D signal between two grids sharing an edge.
+@dataclass(frozen=True)
+class Taps:
+    """A 1-D resampling kernel: output sample ``o`` = sum_k ``weights[o, k] * input[index[o, k]]``."""
+
+    index: np.ndarray  # (n_out, K) int64, always within 0..n_in-1
+    weights: np.ndarray  # (n_out, K) float32, rows sum to 1
+    n_in: int
+
+
+def resample_taps(n_in: int, step_in_mm: float, n_out: int, step_out_mm: float) -> Taps:
+    """Kernel resampling a 1-D signal between two grids that share their first pixel edge.
 
     Pixel centres sit at ``(index + 0.5) * step``. The kernel is a triangle whose half-width is
     the coarser of the two steps: linear interpolation when upsampling, area-like averaging
@@ -123,37 +132,60 @@ def resample_matrix(n_in: int, step_in_mm: float, n_out: int, step_out_mm: float
     idx = centre[:, None] + offsets[None, :]
     x_in = (idx + 0.5) * step_in_mm
     w = np.maximum(0.0, 1.0 - np.abs(x_out[:, None] - x_in) / half)
-    valid = (idx >= 0) & (idx < n_in)
-    w = np.where(valid, w, 0.0)
+    w = np.where((idx >= 0) & (idx < n_in), w, 0.0)
     sums = w.sum(axis=1)
     empty = sums <= 0
     if np.any(empty):  # beyond the input: nearest pixel
-        nearest = np.clip(np.round(x_out[empty] / step_in_mm - 0.5).astype(np.int64), 0, n_in - 1)
-        idx[empty] = nearest[:, None]
         w[empty] = 0.0
         w[empty, 0] = 1.0
-        valid[empty] = False
-        valid[empty, 0] = True
+        idx[empty, 0] = np.clip(np.round(x_out[empty] / step_in_mm - 0.5).astype(np.int64), 0, n_in - 1)
         sums = w.sum(axis=1)
     w = w / sums[:, None]
-    keep = valid & (w > 0)
-    rows = np.broadcast_to(np.arange(n_out)[:, None], idx.shape)[keep]
-    return sparse.csr_matrix((w[keep].astype(np.float32), (rows, idx[keep])), shape=(n_out, n_in))
+    keep = np.flatnonzero(w.max(axis=0) > 0)  # drop tap columns that are zero everywhere
+    idx, w = idx[:, keep], w[:, keep]
+    idx = np.clip(idx, 0, n_in - 1)  # zero-weight taps may point outside: park them on the edge
+    return Taps(idx, w.astype(np.float32), n_in)
 
 
-def resample_2d(image: np.ndarray, m_rows: sparse.csr_matrix, m_cols: sparse.csr_matrix) -> np.ndarray:
-    """Apply separable resampling to a (rows, cols) or (channels, rows, cols) array."""
+def resample_matrix(n_in: int, step_in_mm: float, n_out: int, step_out_mm: float) -> sparse.csr_matrix:
+    """The same kernel as a sparse (n_out, n_in) matrix (for inspection and tests)."""
+    t = resample_taps(n_in, step_in_mm, n_out, step_out_mm)
+    rows = np.broadcast_to(np.arange(n_out)[:, None], t.index.shape)
+    return sparse.csr_matrix((t.weights.ravel(), (rows.ravel(), t.index.ravel())), shape=(n_out, n_in))
+
+
+def _apply(arr: np.ndarray, taps: Taps, axis: int) -> np.ndarray:
+    shape = [1] * arr.ndim
+    shape[axis] = taps.index.shape[0]
+    out = None
+    for k in range(taps.index.shape[1]):
+        term = np.take(arr, taps.index[:, k], axis=axis) * taps.weights[:, k].reshape(shape)
+        out = term if out is None else out + term
+    return out
+
+
+def resample_2d(image: np.ndarray, rows: Taps | sparse.csr_matrix, cols: Taps | sparse.csr_matrix) -> np.ndarray:
+    """Separable resampling of a (rows, cols) or (channels, rows, cols) array (float32)."""
     arr = np.asarray(image, dtype=np.float32)
-    squeeze = arr.ndim == 2
-    if squeeze:
-        arr = arr[None]
-    c, h, w = arr.shape
-    tmp = m_rows @ arr.transpose(1, 0, 2).reshape(h, c * w)  # (H, c*w)
-    big_h = m_rows.shape[0]
-    tmp = tmp.reshape(big_h * c, w)
-    out = (m_cols @ tmp.T).T  # (H*c, W)
-    out = np.ascontiguousarray(out.reshape(big_h, c, m_cols.shape[0]).transpose(1, 0, 2), dtype=np.float32)
-    return out[0] if squeeze else out
+    rows_t = rows if isinstance(rows, Taps) else _taps_from_csr(rows)
+    cols_t = cols if isinstance(cols, Taps) else _taps_from_csr(cols)
+    # the smaller intermediate first
+    if rows_t.index.shape[0] * arr.shape[-1] <= arr.shape[-2] * cols_t.index.shape[0]:
+        return _apply(_apply(arr, rows_t, arr.ndim - 2), cols_t, arr.ndim - 1)
+    return _apply(_apply(arr, cols_t, arr.ndim - 1), rows_t, arr.ndim - 2)
+
+
+def _taps_from_csr(m: sparse.csr_matrix) -> Taps:
+    m = m.tocsr()
+    counts = np.diff(m.indptr)
+    k = max(1, int(counts.max()))
+    idx = np.zeros((m.shape[0], k), dtype=np.int64)
+    w = np.zeros((m.shape[0], k), dtype=np.float32)
+    for r in range(m.shape[0]):
+        a, b = m.indptr[r], m.indptr[r + 1]
+        idx[r, : b - a] = m.indices[a:b]
+        w[r, : b - a] = m.data[a:b]
+    return Taps(idx, w, m.shape[1])
 
 
 @dataclass(frozen=True)
@@ -197,8 +229,8 @@ def to_grid_hu(
     n_c = max(1, int(np.ceil((c1 - c0) * sc / spec.spacing_mm)))
     grid = resample_2d(
         crop,
-        resample_matrix(r1 - r0, sr, n_r, spec.spacing_mm),
-        resample_matrix(c1 - c0, sc, n_c, spec.spacing_mm),
+        resample_taps(r1 - r0, sr, n_r, spec.spacing_mm),
+        resample_taps(c1 - c0, sc, n_c, spec.spacing_mm),
     )
     if pad_to_divisor:
         d = spec.divisor
@@ -236,12 +268,23 @@ def logits_to_compartments(logits: np.ndarray, ctx: GridContext, spec: GridSpec)
     sr, sc = ctx.pixel_spacing_mm
     back = resample_2d(
         logits[:, :n_r, :n_c],
-        resample_matrix(n_r, spec.spacing_mm, r1 - r0, sr),
-        resample_matrix(n_c, spec.spacing_mm, c1 - c0, sc),
+        resample_taps(n_r, spec.spacing_mm, r1 - r0, sr),
+        resample_taps(n_c, spec.spacing_mm, c1 - c0, sc),
     )
     labels = np.zeros(ctx.shape, dtype=np.uint8)
-    labels[r0:r1, c0:c1] = np.argmax(back, axis=0).astype(np.uint8)
+    labels[r0:r1, c0:c1] = argmax_channels(back)
     return labels
+
+
+def argmax_channels(x: np.ndarray) -> np.ndarray:
+    """``np.argmax(x, axis=0)`` as uint8 for a few channels, without strided reductions (faster)."""
+    best = x[0].copy()
+    idx = np.zeros(x.shape[1:], dtype=np.uint8)
+    for c in range(1, x.shape[0]):
+        better = x[c] > best
+        idx[better] = c
+        np.maximum(best, x[c], out=best)
+    return idx
 
 
 def _sha256(path: Path) -> str:

@@ -128,3 +128,31 @@ def evaluate_pairs(
 
 
 __all__ = ["evaluate_pairs", "evaluate_synthetic", "make_segmenters", "summary_table", "heldout_source"]
+
+
+def overlay_png(hu: np.ndarray, labels: np.ndarray, path: Path, title: str = "") -> Path:
+    """Side-by-side soft-tissue window and label overlay (tissue colours), for eyeballing results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sarcoscope.tissues import TISSUE_INFO, Tissue
+
+    grey = (np.clip(hu, -250, 250) + 250) / 500
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    over = rgb.copy()
+    for t in Tissue:
+        m = labels == int(t)
+        over[m] = 0.45 * rgb[m] + 0.55 * np.array(TISSUE_INFO[t].rgb) / 255
+    fig, ax = plt.subplots(1, 2, figsize=(12, 6), dpi=80)
+    for a, img in zip(ax, (rgb, over)):
+        a.imshow(img, interpolation="nearest")
+        a.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -40,7 +40,7 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
 
 
 @dataclass(frozen=True)

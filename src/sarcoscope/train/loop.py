@@ -226,6 +226,7 @@ def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None
             "steps_done": steps_done,
             "train_minutes": round(minutes, 1),
             "data_minutes": round(data_minutes, 1),
+            "generator_fingerprint": train.generator_fingerprint,
             "machine": f"{platform.machine()} {platform.processor() or ''}, torch threads {cfg.train.threads}".strip(),
             "best_val_dice_model_grid": best_dice,
         },

@@ -1,0 +1,90 @@
+"""Segmentation speed on one 512x512 slice: ONNX model vs the rule-based baseline, same run.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_segment.py [--model PATH] [--repeats 15] [--threads N] [--json OUT]
+
+Reports the median (and spread) of ``segment()`` wall time including pre/post-processing,
+the model load time (median of 5 fresh sessions), the peak resident memory growth of this
+process while segmenting, and the ratio model/baseline. Numbers go in docs/model-card.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _slice() -> tuple[np.ndarray, tuple[float, float]]:
+    from sarcoscope.phantom import make_slice, random_params
+
+    params = random_params(np.random.default_rng(2024), matrix=(512, 512), pixel_spacing_mm=0.78)
+    s = make_slice(params, level="L3")
+    return s.hu.astype(np.float32), s.pixel_spacing_mm
+
+
+def _time(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    from sarcoscope.segment.baseline import BaselineSegmenter
+    from sarcoscope.segment.onnx_model import OnnxSegmenter
+
+    hu, spacing = _slice()
+    loads = []
+    for _ in range(5):
+        t = time.perf_counter()
+        model = OnnxSegmenter(args.model, threads=args.threads)
+        loads.append(time.perf_counter() - t)
+    rss0 = _rss_mb()
+    t_model = _time(lambda: model.segment(hu, spacing), args.repeats)
+    rss_model = _rss_mb()
+    baseline = BaselineSegmenter()
+    t_base = _time(lambda: baseline.segment(hu, spacing), args.repeats)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, load avg {os.getloadavg()[0]:.1f}",
+        "slice": {"shape": list(hu.shape), "pixel_spacing_mm": list(spacing)},
+        "model": {"file": str(model.path), "sha256": model.sha256, "version": model.version},
+        "model_load_s_median": statistics.median(loads),
+        "model_segment_ms_median": 1000 * statistics.median(t_model),
+        "model_segment_ms_min_max": [1000 * min(t_model), 1000 * max(t_model)],
+        "baseline_segment_ms_median": 1000 * statistics.median(t_base),
+        "ratio_model_over_baseline": statistics.median(t_model) / statistics.median(t_base),
+        "peak_rss_mb_before_segmenting": rss0,
+        "peak_rss_mb_after_model": rss_model,
+        "repeats": args.repeats,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Training configs: the shipped ones load; mistakes are reported with file and setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sarcoscope.errors import ConfigError
+from sarcoscope.train.config import load_config
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize("name", ["shipped.toml", "tiny.toml"])
+def test_repo_configs_load(name: str) -> None:
+    cfg = load_config(REPO_ROOT / "configs" / name)
+    assert cfg.data.generator == "phantom"
+    assert cfg.train.crop % 2 ** (len(cfg.model.channels) - 1) == 0
+    assert len(cfg.digest()) == 12
+
+
+def test_shipped_config_never_uses_the_test_stream() -> None:
+    from sarcoscope.train.data import STREAM_TEST, STREAM_TRAIN, STREAM_VAL, TEST_SEED
+
+    cfg = load_config(REPO_ROOT / "configs" / "shipped.toml")
+    assert cfg.seed != TEST_SEED
+    assert STREAM_TEST not in (STREAM_TRAIN, STREAM_VAL)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[train]\nstepz = 3\n", "unknown setting 'stepz'"),
+        ("[train]\nsteps = 'many'\n", r"\[train\]\.steps: expected int"),
+        ("[data]\ngenerator = 'gan'\n", "generator 'gan' unknown"),
+        ("[train]\ncrop = 100\n", "train.crop=100 must be a multiple of 16"),
+        ("[train]\nclass_weights = [1.0, 2.0]\n", "class_weights needs 4 values"),
+        ("seed = 1.5\n", "'seed' must be an integer"),
+        ("[train\n", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")
