@@ -6,7 +6,8 @@ untimed warm-up run that pays the imports and the model load):
 * whole series, L3 found automatically: read / locate / segment / measure / write (the
   stages ``pipeline.analyze`` times, plus writing result.json + overlay.png (+ spine.png)
   exactly as the CLI does);
-* one given slice (``--slices K``, K = the phantom's true L3 slice): the same split.
+* one given slice (``--slices K``, K = the phantom's true L3 slice): the same split;
+* the same slice given as a single DICOM file (the L3 image exported alone).
 
 Peak memory: each case once more in a fresh child process (``multiprocessing`` spawn), Linux
 only: RSS after the imports, then the peak RSS (VmHWM, reset after the imports) of one
@@ -141,17 +142,23 @@ def main() -> None:
     report: dict[str, object] = {"n_slices": args.slices_n, "repeats": args.repeats}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        for case, slices in (("whole series (auto L3)", None), (f"one given slice (--slices {l3})", str(l3))):
+        single = sorted(series.iterdir())[l3]  # the L3 slice exported alone, as researchers do
+        cases = (
+            ("whole series (auto L3)", series, None),
+            (f"one given slice of the series (--slices {l3})", series, str(l3)),
+            (f"one given slice as a single DICOM file ({single.name})", single, None),
+        )
+        for case, source, slices in cases:
             try:
-                run_once(series, out, slices, args.segmenter)  # warm-up: imports, model, page cache
+                run_once(source, out, slices, args.segmenter)  # warm-up: imports, model, page cache
             except L3NotFound as exc:
                 print(f"\n{case}: L3 finder failed on this phantom: {exc}")
                 report[case] = {"error": str(exc)}
                 continue
-            runs = [run_once(series, out, slices, args.segmenter) for _ in range(args.repeats)]
+            runs = [run_once(source, out, slices, args.segmenter) for _ in range(args.repeats)]
             med = {k: statistics.median(r[k] for r in runs) for k in (*STAGES, "total")}
             spread = (min(r["total"] for r in runs), max(r["total"] for r in runs))
-            mem = peak_memory(series, out, slices, args.segmenter)
+            mem = peak_memory(source, out, slices, args.segmenter)
             print(f"\n{case}: analysed slice {int(runs[0]['slice'])}")
             print(f"  median total {med['total']:.3f} s  (min {spread[0]:.3f}, max {spread[1]:.3f}, n={len(runs)})")
             print("  " + "  ".join(f"{k} {med[k]:.3f}" for k in STAGES))

@@ -150,6 +150,19 @@ class AnalysisSettings:
             raise ConfigError(
                 f"--average-mm {self.average_mm}: expected a half-width in mm between 0 and 50."
             )
+        if self.l3_definition is not None:
+            from sarcoscope.locate.settings import DEFINITIONS
+
+            if self.l3_definition not in DEFINITIONS:
+                raise ConfigError(
+                    f"--l3-definition {self.l3_definition!r}: choose one of "
+                    f"{', '.join(DEFINITIONS)}."
+                )
+        if self.slices is not None and (self.l3_definition is not None or self.average_mm):
+            raise ConfigError(
+                "--l3-definition and --average-mm apply to the automatic L3 finder; they "
+                "cannot be combined with --slices, which names the slices itself. Drop one."
+            )
         if self.reference is not None:
             from sarcoscope.references import REFERENCES
 

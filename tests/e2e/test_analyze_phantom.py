@@ -209,3 +209,16 @@ def test_console_script_runs_and_reports_out_of_range(study, tmp_path):
     assert f"slice index {n} is out of range; the input has {n} slice(s), numbered 0..{n - 1}" in msg
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_automatic_l3_averaged_over_a_band(study, tmp_path):
+    out = tmp_path / "out"
+    assert run("analyze", study.nifti, "--out", out, "--segmenter", "baseline",
+               "--average-mm", "4", "--l3-definition", "mid-L3") == 0
+    doc = load(out)
+    idx = doc["l3"]["indices"]
+    assert len(idx) >= 2 and idx == sorted(idx) and idx[-1] - idx[0] == len(idx) - 1
+    assert [s["index"] for s in doc["slices"]] == idx
+    assert doc["summary"]["n_slices"] == len(idx)
+    mean_muscle = np.mean([s["tissues"]["muscle"]["area_cm2"] for s in doc["slices"]])
+    assert doc["summary"]["tissues"]["muscle"]["area_cm2"] == pytest.approx(mean_muscle, abs=2e-3)

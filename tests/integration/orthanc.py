@@ -193,11 +193,25 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def storescu(server: OrthancServer, files: list[Path], *, keep_syntax: bool = False, aet: str = "STORESCU") -> None:
-    """Send files with dcmtk's storescu (``-xv``: offer JPEG 2000 lossless, send pixels unchanged)."""
+#: storescu option that proposes a compressed transfer syntax (sent unchanged, never transcoded).
+STORESCU_SYNTAX_FLAGS = {
+    "1.2.840.10008.1.2.4.90": "-xv",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.5": "-xr",  # RLE lossless
+    "1.2.840.10008.1.2.4.80": "-xt",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.70": "-xs",  # JPEG lossless SV1
+}
+
+
+def storescu(server: OrthancServer, files: list[Path], *, keep_syntax: bool = True, aet: str = "STORESCU") -> None:
+    """Send files with dcmtk's storescu; compressed files are offered in their own syntax
+    (e.g. ``-xv`` for JPEG 2000 lossless: storescu cannot transcode them)."""
+    from pydicom import dcmread
+
     cmd = ["storescu", "-aet", aet, "-aec", server.aet]
-    if keep_syntax:
-        cmd.append("-xv")
+    if keep_syntax and files:
+        ts = str(dcmread(files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        if ts in STORESCU_SYNTAX_FLAGS:
+            cmd.append(STORESCU_SYNTAX_FLAGS[ts])
     cmd += ["127.0.0.1", str(server.dicom_port), *map(str, files)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
@@ -307,3 +321,33 @@ def write_phantom_series(
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files, study_uid, series_uid
+
+
+def write_phantom_study(
+    out_dir: Path, *, seed: int = 0, n_slices: int = 24, transfer_syntax: str = "explicit-le",
+    accession: str = "PH0002", patient_id: str | None = None, coverage: str | None = None,
+) -> dict:
+    """A phantom study written by the phantom stage (``make_volume`` + ``write_dicom_series``),
+    with the accession number set by dcmtk's dcmodify. ``coverage=None`` renders L2–L4 only
+    (fast); a named coverage renders that range. Returns files, UIDs and the true L3 index."""
+    import numpy as np
+
+    from sarcoscope.phantom import make_volume, random_params, write_dicom_series
+
+    params = random_params(np.random.default_rng(seed), seed=seed)
+    if coverage is None:
+        from sarcoscope.phantom.anatomy import Subject
+
+        spine = Subject(params).spine
+        z = (spine.by_name("L4").z_mm, spine.by_name("L2").z_mm)
+        pv = make_volume(params, z_range_mm=(min(z), max(z)), n_slices=n_slices)
+    else:
+        pv = make_volume(params, coverage=coverage, n_slices=n_slices)
+    files = write_dicom_series(pv.volume, out_dir, transfer_syntax=transfer_syntax, patient_id=patient_id)
+    subprocess.run(["dcmodify", "-nb", "-q", "-i", f"(0008,0050)={accession}", *map(str, files)],
+                   check=True, capture_output=True, timeout=300)
+    from pydicom import dcmread
+
+    ds = dcmread(files[0], stop_before_pixels=True)
+    return {"files": files, "study": str(ds.StudyInstanceUID), "series": str(ds.SeriesInstanceUID),
+            "n": len(files), "l3_index": pv.l3_index, "ts": str(ds.file_meta.TransferSyntaxUID)}

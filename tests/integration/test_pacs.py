@@ -32,6 +32,7 @@ from tests.integration.orthanc import (  # noqa: F401 - fixtures
     prepare_liver_dome,
     storescu,
     write_phantom_series,
+    write_phantom_study,
 )
 
 pytestmark = pytest.mark.pacs
@@ -200,24 +201,33 @@ def test_liver_explicit_slice_cget_cstore(node, local, liver, orthanc, tmp_path)
     assert "LIVERDOME" not in text and "LD0001" not in text
 
 
+def _ts(run) -> str:
+    return str(dcmread(run.result.volume.slice_files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID)
+
+
 def test_phantom_cmove_and_stow(node, local, orthanc, tmp_path) -> None:
     from sarcoscope.cli.pacs import run_pacs_analysis
 
-    ph = _load_phantom(orthanc, tmp_path / "ph", "PH-MOVE")
-    run = run_pacs_analysis(node, local, _settings("3"), study_uid=ph["study"], via="move", send_back=True,
-                            send_via="stow", out_dir=tmp_path / "out", keep_images=True)
-    assert run.n_retrieved == ph["n"]
+    ph = write_phantom_study(tmp_path / "ph", seed=5, transfer_syntax="rle", accession="PH-MOVE")
+    storescu(orthanc, ph["files"])
+    run = run_pacs_analysis(node, local, _settings(str(ph["l3_index"])), study_uid=ph["study"], via="move",
+                            send_back=True, send_via="stow", out_dir=tmp_path / "out", keep_images=True)
+    assert run.n_retrieved == ph["n"] and _ts(run) == "1.2.840.10008.1.2.5"  # RLE kept, not transcoded
     check_results_in_pacs(orthanc, run, tmp_path)
 
 
 def test_phantom_wado_and_cstore_twice_is_idempotent(node, local, orthanc, tmp_path) -> None:
     from sarcoscope.cli.pacs import run_pacs_analysis
 
-    ph = _load_phantom(orthanc, tmp_path / "ph", "PH-WADO", seed=1)
-    first = run_pacs_analysis(node, local, _settings("3"), accession="PH-WADO", via="wado", send_back=True,
+    ph = write_phantom_study(tmp_path / "ph", seed=6, transfer_syntax="jpegls", accession="PH-WADO")
+    storescu(orthanc, ph["files"])
+    settings = _settings(str(ph["l3_index"]))
+    first = run_pacs_analysis(node, local, settings, accession="PH-WADO", via="wado", send_back=True,
                               out_dir=tmp_path / "o1", keep_images=True)
-    second = run_pacs_analysis(node, local, _settings("3"), accession="PH-WADO", via="get", send_back=True,
+    assert _ts(first) == "1.2.840.10008.1.2.4.80"  # JPEG-LS lossless as stored
+    second = run_pacs_analysis(node, local, settings, accession="PH-WADO", via="get", send_back=True,
                                out_dir=tmp_path / "o2", keep_images=True)
+    assert _ts(second) == "1.2.840.10008.1.2.4.80"
     assert first.stored_uids == second.stored_uids  # same analysis, same UIDs
     check_results_in_pacs(orthanc, second, tmp_path)  # exactly one SEG, SR, SC series of one instance
 
@@ -310,3 +320,20 @@ def test_interrupted_transfer_then_retry(node, liver, tmp_path) -> None:
     assert 0 < len(partial) < liver["n"]
     stats = dimse.get_series(node, OUR_AET, liver["study"], liver["series"], tmp_path / "x", expected=liver["n"])
     assert stats.n_files == liver["n"] and len(list((tmp_path / "x").glob("*.dcm"))) == liver["n"]
+
+
+def test_dicomweb_errors_carry_http_status(node, liver) -> None:
+    from dataclasses import replace
+
+    from sarcoscope.pacs import web
+
+    wrong = replace(node, dicomweb_url=node.dicomweb_url + "-nope")
+    with pytest.raises(PacsError, match=r"QIDO-RS study search on .*dicom-web-nope failed: HTTP 404") as info:
+        web.qido_studies(wrong, dimse.StudyQuery(accession="LD0001"))
+    assert info.value.http_status == 404
+    down = replace(node, dicomweb_url=f"http://127.0.0.1:{free_port()}/dicom-web")
+    with pytest.raises(PacsError, match=r"cannot reach http://127\.0\.0\.1:\d+/dicom-web"):
+        web.qido_series(down, liver["study"])
+    no_url = replace(node, dicomweb_url=None)
+    with pytest.raises(PacsError, match=r"has no dicomweb_url"):
+        web.wado_series(no_url, liver["study"], liver["series"], Path("unused"))

@@ -162,3 +162,20 @@ def test_version_and_help(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "Exit codes" in out and "L3 not found" in out and "analyze" in out
+
+
+def test_register_commands_skips_absent_modules_and_reports_broken_ones(monkeypatch):
+    import sys
+    import types
+
+    import typer
+
+    from sarcoscope.cli.main import register_commands
+
+    broken = types.ModuleType("sarcoscope.cli.brokenpart")  # exists, but has no register()
+    monkeypatch.setitem(sys.modules, "sarcoscope.cli.brokenpart", broken)
+    target = typer.Typer()
+    failed = register_commands(target, ("analyze", "doesnotexist", "brokenpart"))
+    assert failed == {"brokenpart": "sarcoscope.cli.brokenpart has no register(app)"}
+    names = {c.name for c in target.registered_commands}
+    assert {"analyze", "demo"} <= names

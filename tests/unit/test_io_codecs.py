@@ -74,6 +74,82 @@ def test_jpeg_baseline_8bit_decodes(tmp_path: Path) -> None:
     assert np.abs(vol.hu[0].astype(int) - (img.astype(int) - 100)).max() <= 4
 
 
+def test_jpeg_extended_12bit_decodes(tmp_path: Path) -> None:
+    # pydicom ships one JPEG extended (process 2/4) image (an NM scan); its compressed frame is
+    # moved into a CT slice so that the whole read path runs on a real encoder's output.
+    from pydicom.data import get_testdata_file
+
+    src = pydicom.dcmread(get_testdata_file("JPGExtended.dcm"))
+    ds = make_slice(position=(0, 0, -10), rows=int(src.Rows), cols=int(src.Columns))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = src.PixelData
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = src.file_meta.TransferSyntaxUID
+    ds.save_as(tmp_path / "ext.dcm", enforce_file_format=True)
+    vol = read_ct(tmp_path / "ext.dcm")
+    np.testing.assert_array_equal(vol.hu[0], src.pixel_array.astype(np.int32) - 1024)
+
+
+def _jpeg_lossless_sv1(image: np.ndarray) -> bytes:
+    """A minimal JPEG Lossless (process 14, selection value 1) encoder for 16-bit grey images.
+
+    No encoder for this syntax ships with our dependencies; this one follows ITU T.81 Annex H
+    (predictor 1 = left neighbour, first column predicted from above, first pixel from 2^15)
+    with one Huffman table giving all 17 difference categories a 5-bit code.
+    """
+    rows, cols = image.shape
+    img = image.astype(np.int64) & 0xFFFF
+    pred = np.empty_like(img)
+    pred[0, 0] = 1 << 15
+    pred[0, 1:] = img[0, :-1]
+    pred[1:, 0] = img[:-1, 0]
+    pred[1:, 1:] = img[1:, :-1]
+    diff = (img - pred) % 65536
+    diff = np.where(diff >= 32768, diff - 65536, diff)  # −32768…32767
+    bits: list[str] = []
+    for d in diff.ravel().tolist():
+        if d == -32768:  # category 16 stands for 32768 ≡ −32768 (mod 2^16), no extra bits
+            bits.append(format(16, "05b"))
+            continue
+        s = abs(d).bit_length()
+        bits.append(format(s, "05b"))
+        if s:
+            bits.append(format(d if d > 0 else (d - 1) & ((1 << s) - 1), f"0{s}b"))
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)
+    data = bytearray()
+    for i in range(0, len(stream), 8):
+        byte = int(stream[i : i + 8], 2)
+        data.append(byte)
+        if byte == 0xFF:
+            data.append(0x00)  # byte stuffing
+    counts = [0] * 16
+    counts[4] = 17  # 17 codes of length 5
+    dht = bytes([0x00]) + bytes(counts) + bytes(range(17))
+    sof = bytes([16]) + rows.to_bytes(2, "big") + cols.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
+    sos = bytes([1, 1, 0x00, 1, 0, 0])
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    return b"\xff\xd8" + segment(0xC3, sof) + segment(0xC4, dht) + segment(0xDA, sos) + bytes(data) + b"\xff\xd9"
+
+
+def test_jpeg_lossless_process14_decodes_exactly(tmp_path: Path) -> None:
+    from pydicom.uid import JPEGLosslessSV1
+
+    ds = make_slice(position=(5, -3, -20), rows=24, cols=20, pixel_representation=1, intercept=0)
+    stored = ds.pixel_array
+    frame = _jpeg_lossless_sv1(stored)
+    for syntax, name in ((JPEGLosslessSV1, "sv1.dcm"), ("1.2.840.10008.1.2.4.57", "p14.dcm")):
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        vol = read_ct(tmp_path / name)
+        np.testing.assert_array_equal(vol.hu.astype(np.int32), expected_display_hu(vol))
+
+
 def _enhanced_ct(n: int = 3, rows: int = 16, cols: int = 12, order=None) -> Dataset:
     """Enhanced CT: geometry and rescale only in the functional groups, frames out of order."""
     base = make_slice(position=(0, 0, 0), rows=rows, cols=cols)

@@ -121,6 +121,7 @@ def test_zip_with_subfolders_is_read_without_extracting(tmp_path: Path) -> None:
     assert vol.n_slices == 4
     np.testing.assert_array_equal(vol.hu.astype(np.int32), expected_display_hu(vol))
     assert vol.slice_files[0].startswith(f"{archive}!PATIENT/STUDY/")
+    assert vol.series.source_path == str(archive)
     assert any("1 non-DICOM file(s) skipped" in w for w in vol.series.warnings)
 
 
@@ -131,6 +132,26 @@ def test_recursive_folder_with_junk_counts_skipped_files(tmp_path: Path) -> None
     vol = read_ct(tmp_path)
     assert vol.n_slices == 3
     assert any("2 non-DICOM file(s) skipped" in w for w in vol.series.warnings)
+
+
+def test_dicom_without_image_is_skipped_not_junk(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    write_series(tmp_path, n=2)
+    sr = Dataset()
+    sr.file_meta = FileMetaDataset()
+    sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID
+    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID
+    sr.Modality = "SR"
+    sr.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    vol = read_ct(tmp_path)
+    assert vol.n_slices == 2
+    assert any("1 DICOM file(s) without an image skipped" in w for w in vol.series.warnings)
+    assert not any("non-DICOM" in w for w in vol.series.warnings)
 
 
 def test_file_without_preamble_is_read(tmp_path: Path) -> None:
@@ -208,6 +229,21 @@ def test_load_series_decodes_only_an_evenly_spaced_subset(tmp_path: Path) -> Non
         load_series(candidate, [0, 1, 5])
     with pytest.raises(InputError, match="outside the series' 0…8"):
         load_series(candidate, range(5, 12))
+
+
+def test_open_dicom_plans_from_headers_then_loads_a_subset(tmp_path: Path) -> None:
+    from sarcoscope.io import open_dicom
+
+    write_series(tmp_path / "ct", n=8, dz=2.0, z0=-40)
+    (tmp_path / "ct" / "junk.txt").write_text("x")
+    opened = open_dicom(tmp_path / "ct")
+    assert opened.n_slices == 8
+    assert [round(opened.plan.z_mm(k), 3) for k in (0, 7)] == [-40.0, -26.0]
+    part = opened.load(range(2, 8, 2))
+    assert part.n_slices == 3 and part.z_mm(0) == pytest.approx(-36.0)
+    assert part.series.selection_reason == "the only axial CT series in the input"
+    assert any("1 non-DICOM file(s) skipped" in w for w in part.series.warnings)
+    assert part.series.source_path == str(tmp_path / "ct")
 
 
 def test_parallel_decoding_matches_serial(tmp_path: Path) -> None:

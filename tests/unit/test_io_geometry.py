@@ -102,3 +102,27 @@ def test_patient_parsing(raw: RawPatient, expected, warning) -> None:
         assert warnings == ()
     else:
         assert any(warning in w for w in warnings)
+
+
+def _in_plane_orientations():
+    axes = {"x": np.array([1, 0, 0]), "y": np.array([0, 1, 0])}
+    out = []
+    for row_axis, col_axis in (("x", "y"), ("y", "x")):
+        for rs in (1, -1):
+            for cs in (1, -1):
+                out.append(tuple(np.concatenate([rs * axes[row_axis], cs * axes[col_axis]]).tolist()))
+    return out
+
+
+@pytest.mark.parametrize("orientation", _in_plane_orientations())
+@pytest.mark.parametrize("stack_sign", [1, -1])
+def test_every_axis_aligned_dicom_orientation(tmp_path: Path, orientation, stack_sign: int) -> None:
+    """All 8 in-plane layouts × head-first/feet-first file order reach the display convention."""
+    positions = [(-5.0, 7.0, -50.0 + stack_sign * 2.0 * s) for s in range(3)]
+    write_series(tmp_path, n=3, orientation=orientation, positions=positions, rows=6, cols=5)
+    vol = read_ct(tmp_path)
+    a = vol.affine
+    assert a[0, 0] > 0 and a[1, 1] > 0 and a[2, 2] > 0
+    np.testing.assert_array_equal(vol.hu.astype(np.int32), expected_display_hu(vol))
+    stored = vol.source_grid.to_source(vol.hu)
+    assert stored.shape == (3, 6, 5)

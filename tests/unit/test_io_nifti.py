@@ -131,3 +131,39 @@ def test_nifti_not_in_hu_is_flagged(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.full((4, 4, 2), 1000, np.int16), np.eye(4)), str(path))
     vol = read_ct(path)
     assert any("may not be in Hounsfield units" in w for w in vol.series.warnings)
+
+
+def _signed_permutations():
+    import itertools
+
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            cols = np.zeros((3, 3))
+            for stored_axis, (world_axis, sign) in enumerate(zip(perm, signs)):
+                cols[world_axis, stored_axis] = sign * (stored_axis + 1)  # spacing 1, 2, 3 mm
+            yield cols
+
+
+@pytest.mark.parametrize("index", range(48))
+def test_all_48_axis_aligned_nifti_layouts(tmp_path: Path, index: int) -> None:
+    cols = list(_signed_permutations())[index]
+    affine = np.eye(4)
+    affine[:3, :3] = cols
+    affine[:3, 3] = (3.0, -4.0, -30.0)
+    path = tmp_path / "ct.nii"
+    stored = _write(path, affine, shape=(5, 4, 3))
+    vol = read_ct(path)
+    a = vol.affine
+    assert a[0, 0] > 0 and a[1, 1] > 0 and a[2, 2] > 0
+    np.testing.assert_array_equal(vol.hu.astype(np.int32), expected_display_hu(vol))
+    np.testing.assert_array_equal(vol.source_grid.to_source(vol.hu), stored)
+
+
+def test_nifti_without_orientation_codes_is_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "nocode.nii"
+    nib.save(nib.Nifti1Image(np.full((4, 4, 2), -1000, np.int16), None), str(path))
+    vol = read_ct(path)
+    assert any("neither sform nor qform" in w for w in vol.series.warnings)
+    ok = tmp_path / "ok.nii"
+    nib.save(nib.Nifti1Image(np.full((4, 4, 2), -1000, np.int16), np.eye(4)), str(ok))
+    assert not any("sform" in w for w in read_ct(ok).series.warnings)

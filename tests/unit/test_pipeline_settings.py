@@ -56,6 +56,8 @@ def test_out_of_range_index_names_valid_range():
         ({"segmenter": "magic"}, "--segmenter 'magic': choose one of baseline, model"),
         ({"segmenter": "baseline", "model_path": "m.onnx"}, "--model was given together with --segmenter baseline"),
         ({"average_mm": -1.0}, "--average-mm -1.0"),
+        ({"l3_definition": "middle"}, "--l3-definition 'middle': choose one of mid-L3, "),
+        ({"slices": "3", "average_mm": 5.0}, "cannot be combined with --slices"),
         ({"reference": "nope"}, r"--reference 'nope' is not a known cut-off reference; choose one of: derstine2018, martin2013"),
     ],
 )

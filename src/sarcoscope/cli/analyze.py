@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sarcoscope.errors import ExportError, L3NotFound, SarcoscopeError
+from sarcoscope.errors import ExportError, L3NotFound
 
 if TYPE_CHECKING:
     from sarcoscope.settings import AnalysisSettings
@@ -61,10 +61,15 @@ class _Staging:
         return d
 
     def commit(self) -> list[Path]:
-        done = []
-        for staged, final in self.moves:
-            os.replace(staged, final)
-            done.append(final)
+        done: list[Path] = []
+        try:
+            for staged, final in self.moves:
+                os.replace(staged, final)
+                done.append(final)
+        except OSError:
+            for final in done:  # a half-moved result set is worse than none
+                final.unlink(missing_ok=True)
+            raise
         self.cleanup(keep_created=True)
         return done
 
@@ -132,6 +137,8 @@ def write_outputs(
             if csv_path.is_file():
                 shutil.copyfile(csv_path, staged)
             append_csv(result, staged, input_label)
+            # Last on purpose: commit() rolls back earlier moves on failure, never the CSV
+            # (whose previous rows live only in the file being replaced).
             stage.moves.append((staged, csv_path))
         write_s = time.perf_counter() - t0
         if json_staged is not None:
@@ -541,4 +548,4 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
 
 
-__all__ = ["SarcoscopeError", "register", "run_analysis", "write_outputs", "print_result"]
+__all__ = ["register", "run_analysis", "write_outputs", "print_result"]

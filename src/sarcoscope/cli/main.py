@@ -112,28 +112,40 @@ def info_command() -> None:
     print_info(stdout(), unavailable=dict(_state["unavailable"]))
 
 
-def register_commands() -> None:
-    """Add every command module present in this installation (once)."""
-    if _state["registered"]:
-        return
-    _state["registered"] = True
-    for name in COMMAND_MODULES:
+def register_commands(target: typer.Typer | None = None,
+                      names: tuple[str, ...] = COMMAND_MODULES) -> dict[str, str]:
+    """Add every command module present in this installation; return those that failed.
+
+    A module that does not exist is skipped silently (that part is not installed); one that
+    exists but cannot be imported (a missing dependency) is skipped and reported by
+    ``sarcoscope info``.
+    """
+    if target is None:
+        if _state["registered"]:
+            return dict(_state["unavailable"])
+        _state["registered"] = True
+        target = app
+    unavailable: dict[str, str] = {}
+    for name in names:
         modname = f"sarcoscope.cli.{name}"
         try:
             module = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
             if exc.name == modname:
-                continue  # that part is not built/installed: no command, no noise
-            _state["unavailable"][name] = f"{type(exc).__name__}: {exc}"
+                continue
+            unavailable[name] = f"{type(exc).__name__}: {exc}"
             continue
-        except ImportError as exc:  # a dependency of that command group is missing
-            _state["unavailable"][name] = f"{type(exc).__name__}: {exc}"
+        except ImportError as exc:
+            unavailable[name] = f"{type(exc).__name__}: {exc}"
             continue
         register = getattr(module, "register", None)
         if register is None:
-            _state["unavailable"][name] = f"{modname} has no register(app)"
+            unavailable[name] = f"{modname} has no register(app)"
             continue
-        register(app)
+        register(target)
+    if target is app:
+        _state["unavailable"].update(unavailable)
+    return unavailable
 
 
 _KIND = {

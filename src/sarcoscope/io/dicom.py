@@ -232,6 +232,7 @@ def load_series(
     plan: SeriesPlan | None = None,
     selection_reason: str = "",
     extra_warnings: Sequence[str] = (),
+    source_path: str | None = None,
 ) -> CTVolume:
     """Decode a candidate (or an evenly spaced subset of its slices) into a ``CTVolume``.
 
@@ -244,6 +245,9 @@ def load_series(
     workers
         Decoder processes; ``None`` picks automatically (more than one only for large compressed
         series), 1 decodes in this process.
+    source_path
+        What to record as ``SeriesInfo.source_path`` (``read_ct`` passes the path the user gave);
+        defaults to the first slice's file or archive.
     """
     plan = plan or plan_series(candidate)
     what = f"series {candidate.key or '(no UID)'}"
@@ -285,7 +289,7 @@ def load_series(
     for w in warnings:
         logger.info("%s: %s", what, w)
     info = SeriesInfo(
-        source_path=str(first.source.path),
+        source_path=source_path if source_path is not None else str(first.source.path),
         format="dicom",
         study_uid=first.study_uid,
         series_uid=first.series_uid,
@@ -310,11 +314,46 @@ def load_series(
     )
 
 
-def read_dicom(path: Path, series_uid: str | None = None, *, workers: int | None = None) -> CTVolume:
-    """Discover, select and fully load the best axial CT series under ``path``."""
-    found = discover(Path(path))
+@dataclass(frozen=True, eq=False)
+class OpenedSeries:
+    """A selected, planned DICOM series whose pixels are not decoded yet.
+
+    What a stage that reads only what it needs holds: z of every slice (``plan.z_mm``) from the
+    headers, then ``load(indices)`` for the slices it wants, with the selection reason and the
+    discovery warnings carried into every ``CTVolume`` it returns.
+    """
+
+    path: Path
+    candidate: SeriesCandidate
+    plan: SeriesPlan
+    reason: str
+    warnings: tuple[str, ...]
+
+    @property
+    def n_slices(self) -> int:
+        return self.plan.n_slices
+
+    def load(self, indices: Sequence[int] | slice | range | None = None, *, workers: int | None = None) -> CTVolume:
+        return load_series(
+            self.candidate,
+            indices,
+            workers=workers,
+            plan=self.plan,
+            selection_reason=self.reason,
+            extra_warnings=self.warnings,
+            source_path=str(self.path),
+        )
+
+
+def open_dicom(path: Path, series_uid: str | None = None) -> OpenedSeries:
+    """Headers only: discover, select and plan the series to measure (no pixel decoding)."""
+    path = Path(path)
+    found = discover(path)
     candidate, reason = select_series(list(found.candidates), series_uid, source=str(path))
     logger.info("%s: %s — %s", path, candidate.describe(), reason)
-    return load_series(
-        candidate, workers=workers, selection_reason=reason, extra_warnings=found.warnings
-    )
+    return OpenedSeries(path, candidate, plan_series(candidate), reason, found.warnings)
+
+
+def read_dicom(path: Path, series_uid: str | None = None, *, workers: int | None = None) -> CTVolume:
+    """Discover, select and fully load the best axial CT series under ``path``."""
+    return open_dicom(path, series_uid).load(workers=workers)

@@ -49,10 +49,19 @@ def read_nifti(path: Path) -> CTVolume:
     if min(shape) < 1:
         raise InputError(f"{path}: NIfTI is empty (shape {shape})")
     affine_ras = np.asarray(img.affine, dtype=float)
+    warnings: list[str] = []
+    header = img.header
+    if hasattr(header, "get_sform"):
+        _, sform_code = header.get_sform(coded=True)
+        _, qform_code = header.get_qform(coded=True)
+        if not sform_code and not qform_code:
+            warnings.append(
+                "the NIfTI has neither sform nor qform: its orientation is unknown and was assumed "
+                "from the voxel sizes alone — check that anterior is up in the overlay"
+            )
     lps = RAS_TO_LPS @ affine_ras
     steps = lps[:3, :3].T  # row a: LPS step along stored axis a
     mapping = display_mapping(steps, lps[:3, 3], shape, what)  # type: ignore[arg-type]
-    warnings: list[str] = []
     if mapping.axes[0] != 2:
         warnings.append(
             f"the file's third axis runs along the {('left-right', 'anterior-posterior', 'body')[int(np.argmax(np.abs(steps[2])))]} "

@@ -37,10 +37,12 @@ CSF_HU = 15.0
 SLAB_MAX_HU = 200.0
 #: Where the posterior arch (laminae, spinous process) lies behind the body's posterior wall.
 ARCH_BEHIND_MM = (16.0, 40.0)
-#: The density profile's box stays this far (mm) inside the body's front and back walls.
-CORE_MARGIN_MM = 3.0
-#: HU range the density profile is clipped to.
-PROFILE_HU = (0.0, 260.0)
+#: The wall profile looks this far (mm) beyond the estimated front and back of the body,
+#: over a midline slab this wide (half-width, mm).
+WALL_MARGIN_MM = 3.0
+WALL_SLAB_HALF_MM = 8.0
+#: HU range the profile is clipped to (cortex capped, fat floored).
+PROFILE_HU = (0.0, 700.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +56,7 @@ class Work:
     di_mm: float
     step_j: int
     step_i: int
+    full: np.ndarray  # the volume's own (k, j, i) array, read only where fine detail matters
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,8 +69,9 @@ class Column:
 
     i_c: int
     j_body: np.ndarray  # (k,) int
-    density: np.ndarray  # (k,) float, mean HU clipped to PROFILE_HU
+    density: np.ndarray  # (k,) float, brightness of the body's walls (see _wall_profile)
     present: np.ndarray  # (k,) bool: the spine is plausibly under the track on this slice
+    back_px: np.ndarray  # (k,) int: rows from the body centre back to the skin of the back
 
 
 def make_work(volume: CTVolume, spacing_mm: float = WORK_SPACING_MM) -> Work:
@@ -83,7 +87,7 @@ def make_work(volume: CTVolume, spacing_mm: float = WORK_SPACING_MM) -> Work:
     cj = (volume.hu.shape[1] - 1) / 2
     a = volume.affine
     z = a[2, 0] * ci + a[2, 1] * cj + a[2, 2] * ks + a[2, 3]
-    return Work(hu, z, dz, dj * step_j, di * step_i, step_j, step_i)
+    return Work(hu, z, dz, dj * step_j, di * step_i, step_j, step_i, volume.hu)
 
 
 def _spine_column_i(work: Work, bone: np.ndarray) -> int | None:
@@ -216,15 +220,63 @@ def find_column(work: Work) -> Column | None:
     from scipy.ndimage import median_filter
 
     depth_k = median_filter(depth_k, size=win, mode="nearest")
-    # Clipped low so that dense endplates (and implants) do not outshine the body.
-    clipped = np.clip(hu[:, :, lo:hi], PROFILE_HU[0], PROFILE_HU[1]).mean(axis=2)  # (k, j)
-    density = np.empty(n_k)
-    for k in range(n_k):
-        half_px = max(1, int(round((depth_k[k] / 2 - CORE_MARGIN_MM) / mm)))
-        a, b = max(0, j_body[k] - half_px), min(n_j, j_body[k] + half_px + 1)
-        density[k] = clipped[k, a:b].mean()
+    density = _wall_profile(work, i_c, j_body, depth_k)
     present = score[rows, j_body] > 0.15
-    return Column(i_c, j_body, density, present)
+    back_px = _skin_behind(hu, i_c, j_body, work.dj_mm)
+    return Column(i_c, j_body, density, present, back_px)
+
+
+def _wall_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+    """Per slice: how bright the body's walls are, read at full resolution.
+
+    A vertebral body is a shell of cortex (anterior and posterior walls, endplates) around
+    trabecular bone that can be as soft as a disc in osteoporosis; a disc has no shell. For
+    each column of a thin midline slab the brightest pixel along the antero-posterior line
+    through the body is taken (capped, metal left out), and the median over the columns is
+    the slice's value: high in bodies, low in discs, indifferent to a contrast-filled aorta
+    touching a few columns. The cortex is 1–2 mm thick, so this reads the full-resolution
+    array, only inside the small box around the track.
+    """
+    full = work.full
+    n_k = full.shape[0]
+    dj_full = work.dj_mm / work.step_j
+    di_full = work.di_mm / work.step_i
+    ic = i_c * work.step_i
+    half_i = max(1, int(round(WALL_SLAB_HALF_MM / di_full)))
+    i0, i1 = max(0, ic - half_i), min(full.shape[2], ic + half_i + 1)
+    out = np.empty(n_k)
+    for k in range(n_k):
+        jc = j_body[k] * work.step_j
+        reach = int(round((depth_mm[k] / 2 + WALL_MARGIN_MM) / dj_full))
+        a, b = max(0, jc - reach), min(full.shape[1], jc + reach + 1)
+        block = full[k, a:b, i0:i1]
+        if block.size == 0:
+            out[k] = PROFILE_HU[0]
+            continue
+        block = np.where(block >= METAL_HU, PROFILE_HU[0], block)
+        out[k] = float(np.median(np.clip(block.max(axis=0), PROFILE_HU[0], PROFILE_HU[1])))
+    return out
+
+
+def _skin_behind(hu: np.ndarray, i_c: int, j_body: np.ndarray, dj_mm: float) -> np.ndarray:
+    """Rows from the body centre to the skin of the back, along the midline, per slice.
+
+    Everything behind the skin (mattress, table) is outside the patient: a carbon-fibre table
+    close behind a thin patient's back must not be taken for ribs.
+    """
+    n_k, n_j = hu.shape[0], hu.shape[1]
+    col = hu[:, :, i_c]
+    gap = max(1, int(round(6.0 / dj_mm)))
+    out = np.full(n_k, n_j, dtype=int)
+    for k in range(n_k):
+        air = col[k, j_body[k] :] < -500
+        if not air.any():
+            continue
+        run = np.convolve(air.astype(np.int16), np.ones(gap, dtype=np.int16), "valid")
+        hits = np.nonzero(run >= gap)[0]
+        if hits.size:
+            out[k] = int(hits[0])
+    return out
 
 
 def side_counts(
@@ -233,11 +285,13 @@ def side_counts(
     lateral_mm: tuple[float, float],
     ap_mm: tuple[float, float],
     threshold_hu: float = BONE_HU,
+    inside_body: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bone area (mm²) per slice in two windows beside the spine, patient right and left.
 
     ``lateral_mm`` is the distance range from the spine's midline, ``ap_mm`` the range in the
-    anterior(-)/posterior(+) direction relative to the body centre on that slice.
+    anterior(-)/posterior(+) direction relative to the body centre on that slice;
+    ``inside_body`` stops the window 5 mm in front of the skin of the back.
     """
     hu = work.hu
     n_k, n_j, n_i = hu.shape
@@ -251,7 +305,10 @@ def side_counts(
     left = np.zeros(n_k)
     px = work.dj_mm * work.di_mm
     for k in range(n_k):
-        ja, jb = max(0, column.j_body[k] + a0), min(n_j, column.j_body[k] + a1 + 1)
+        stop = a1 + 1
+        if inside_body:
+            stop = min(stop, int(column.back_px[k]) - int(round(5.0 / work.dj_mm)))
+        ja, jb = max(0, column.j_body[k] + a0), min(n_j, column.j_body[k] + stop)
         if jb <= ja:
             continue
         block = hu[k, ja:jb]

@@ -25,17 +25,23 @@ log = logging.getLogger(__name__)
 #: Window beside the spine where the proximal rib shafts run (from the transverse process
 #: back and out to the rib angle), and lumbar transverse processes do not reach: lateral
 #: distance from the midline and anterior(-)/posterior(+) offset from the body centre.
-RIB_LATERAL_MM = (35.0, 80.0)
-RIB_AP_MM = (40.0, 110.0)
-#: Sacral alae: beside the body, at its own antero-posterior level (lumbar transverse
-#: processes lie behind it, the psoas beside it).
-ALA_LATERAL_MM = (26.0, 48.0)
-ALA_AP_MM = (-15.0, 10.0)
+RIB_LATERAL_MM = (35.0, 72.0)
+RIB_AP_MM = (45.0, 110.0)
+#: Sacral alae: beyond the side of the widest lumbar body, at the body's own
+#: antero-posterior level (lumbar transverse processes lie behind it, the psoas beside it).
+ALA_LATERAL_MM = (36.0, 56.0)
+ALA_AP_MM = (-12.0, 14.0)
 #: Transverse processes: behind the body centre, beyond the body's side.
 TP_LATERAL_MM = (28.0, 70.0)
 TP_AP_MM = (8.0, 40.0)
 #: Smallest bone area (mm²) per side that counts as a structure in a window.
 MIN_AREA_MM2 = 12.0
+#: Smallest bone area (mm²) on one side for a rib cross-section (a rib shaft is about
+#: 10 × 12 mm; noise specks of low-dose scans stay well below).
+MIN_RIB_MM2 = 40.0
+#: Smallest bone area (mm²) per side for a sacral ala: the ala fills most of its window,
+#: while vessels, kidneys with contrast or a transverse process only touch it.
+MIN_ALA_MM2 = 100.0
 #: Share of a body's slices that must show the feature for the body to carry it.
 RIB_SHARE = 0.35
 ALA_SHARE = 0.5
@@ -81,9 +87,10 @@ def _judge_bodies(
             bodies.append(_Body(seg, None, None))
             continue
         # A rib leaves its vertebra near the top of the body and runs down as it goes
-        # lateral; the rib from the vertebra above crosses the upper part of this one.
+        # lateral; the rib from the vertebra above crosses the upper part of this one, so
+        # only the lower half of the body is judged.
         # A body cut by the top of the scan is judged on what is seen of it.
-        upper = seg.bottom_mm + 0.6 * seg.height_mm if seg.top_seen else seg.top_mm
+        upper = seg.bottom_mm + 0.5 * seg.height_mm if seg.top_seen else seg.top_mm
         r = _share(z, rib, seg.bottom_mm, upper)
         a = _share(z, ala, seg.bottom_mm, seg.top_mm)
         bodies.append(
@@ -113,13 +120,18 @@ def _top_anchor(bodies: list[_Body]) -> tuple[int | None, bool, list[str]]:
 
 
 def _bottom_anchor(bodies: list[_Body], t12: int | None) -> int | None:
-    """Index of the first sacral body (S1): the highest body with alae beside it."""
-    for i in range(len(bodies) - 1, -1, -1):
-        if t12 is not None and i >= t12:
-            continue
-        if bodies[i].ala:
-            return i
-    return None
+    """Index of the first sacral body (S1): the top of the run of bodies with alae that ends
+    at the bottom of the scan. Alae-like bone higher up, with plain vertebrae below it, is not
+    the sacrum."""
+    judged = [i for i in range(len(bodies)) if bodies[i].ala is not None]
+    if not judged or not bodies[judged[0]].ala:
+        return None
+    s1 = judged[0]
+    for i in judged[1:]:
+        if not bodies[i].ala or (t12 is not None and i >= t12):
+            break
+        s1 = i
+    return s1
 
 
 def _names_from(anchor: int, anchor_is_t12: bool, n: int) -> list[str]:
@@ -271,10 +283,10 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
     if column is None:
         coverage = f"covers z {work.z_mm[0]:.0f}…{work.z_mm[-1]:.0f} mm, no bone found"
         raise L3NotFound(f"no spine found: the scan {coverage}; give the slice with --slices", coverage=coverage)
-    rib_r, rib_l = side_counts(work, column, RIB_LATERAL_MM, RIB_AP_MM)
-    rib = np.maximum(rib_r, rib_l) >= MIN_AREA_MM2 + 4.0
+    rib_r, rib_l = side_counts(work, column, RIB_LATERAL_MM, RIB_AP_MM, inside_body=True)
+    rib = np.maximum(rib_r, rib_l) >= MIN_RIB_MM2
     ala_r, ala_l = side_counts(work, column, ALA_LATERAL_MM, ALA_AP_MM)
-    ala = np.minimum(ala_r, ala_l) >= MIN_AREA_MM2 + 8.0
+    ala = np.minimum(ala_r, ala_l) >= MIN_ALA_MM2
     segments = find_segments(work.z_mm, column.density)
     bodies = _judge_bodies(segments, work.z_mm, rib, ala)
     count = _count(bodies) if bodies else None

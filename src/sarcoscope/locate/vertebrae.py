@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, grey_opening
 from scipy.signal import find_peaks
 
 #: Resampling step of the profile along z (mm).
@@ -19,8 +19,12 @@ PROFILE_STEP_MM = 0.5
 #: Shortest and tallest plausible vertebral body (mm): thoracic ≈ 18, lumbar ≈ 25–30.
 MIN_BODY_MM = 10.0
 MAX_BODY_MM = 50.0
+#: Narrowest bright peak (mm) the profile keeps: endplates and streaks are thinner.
+OPENING_MM = 5.0
+#: Smallest body-to-disc contrast (HU) of the profile worth segmenting.
+MIN_CONTRAST_HU = 20.0
 #: Closest two discs can be (mm).
-MIN_DISC_SPACING_MM = 14.0
+MIN_DISC_SPACING_MM = 17.0
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,15 @@ def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
         return []
     zg = np.arange(z_mm[0], z_mm[-1] + 1e-6, PROFILE_STEP_MM)
     q = np.interp(zg, z_mm, density)
+    # A grey opening removes peaks narrower than a few mm — the bright endplate slices and
+    # single streaky slices — and keeps the discs (valleys) and bodies (plateaus) intact.
+    dz = float(np.median(np.diff(z_mm)))
+    width = max(OPENING_MM, 1.5 * dz)
+    q = grey_opening(q, size=max(1, int(round(width / PROFILE_STEP_MM))), mode="nearest")
     q = gaussian_filter1d(q, 1.0 / PROFILE_STEP_MM, mode="nearest")
     lo, hi = np.percentile(q, [5, 95])
     amp = hi - lo
-    if amp < 60.0:
+    if amp < MIN_CONTRAST_HU:
         return []
     peaks, _ = find_peaks(
         -q, prominence=0.3 * amp, distance=max(1, int(MIN_DISC_SPACING_MM / PROFILE_STEP_MM))

@@ -110,7 +110,7 @@ class Subject:
             S.GLUTEAL: muscle - rng.uniform(0, 5),
             S.IMAT: sat_hu + rng.uniform(0, 12),
             S.VAT: min(sat_hu + rng.uniform(4, 18), -72.0),
-            S.CORTEX: rng.uniform(500, 1000) * (1.0 - 0.004 * max(p.age_years - 50, 0)),
+            S.CORTEX: rng.uniform(380, 800) * (1.0 - 0.004 * max(p.age_years - 50, 0)),
             S.TRABECULAR: rng.uniform(150, 280) - 2.2 * max(p.age_years - 40, 0),
             S.DISC: rng.uniform(70, 110),
             S.CANAL: rng.uniform(0, 15),
@@ -154,6 +154,10 @@ class Subject:
         self.hu[S.RENAL_SINUS_FAT] = self.hu[S.VAT] + 5
         # ---- shape randomness (smooth in s)
         self.body_knots = Knots(rng, 8, 0.035)
+        # per-muscle / per-organ shape harmonics, left and right drawn separately and varying
+        # smoothly along the spine (Knots): psoas, erector spinae, QL, kidney
+        self.shape_knots = {name: [Knots(rng, 6, amp, step=2.0) for _ in range(2)]
+                            for name, amp in (("psoas", 0.07), ("es", 0.06), ("ql", 0.1), ("kidney", 0.05))}
         self.sat_knots = Knots(rng, 6, 0.12)
         self.wall_knots = Knots(rng, 4, 0.12)
         self.sizes = rng.normal(1.0, 0.08, size=32)
@@ -165,6 +169,8 @@ class Subject:
         self.linea_alba = rng.uniform(2.0, 10.0) + (rng.uniform(0, 25) if rng.random() < 0.1 else 0.0)
         self.fat_planes = rng.uniform(0.4, 1.6) * (1.0 + 2.0 * p.imat_fraction)
         self.liver_tip_s = rng.uniform(1.8, 3.4)
+        self.lung_s = rng.uniform(0.0, 0.8)
+        self.liver_dome_s = rng.uniform(-3.5, -2.0)
         self.kidney_l = (rng.uniform(-1.0, -0.4), rng.uniform(2.6, 3.4))
         self.kidney_r = (self.kidney_l[0] + rng.uniform(0.1, 0.7), self.kidney_l[1] + rng.uniform(0.1, 0.6))
         self.crest_s = self.spine.n_lumbar - 1 + rng.uniform(0.3, 0.95)
@@ -180,9 +186,14 @@ class Subject:
         self.table_w = rng.uniform(440, 520)
         self.blanket_gap = rng.uniform(0, 15)
         self.blanket_t = rng.uniform(3, 15)
+        self.blanket_folds = float(rng.integers(3, 9))
+        self.blanket_phase = rng.uniform(0, 2 * PI)
         self.cupping_hu = rng.uniform(0, 6)
-        self.noise_body_ratio = rng.uniform(0.3, 0.7)
-        self.metal_level = rng.uniform(2.0, self.spine.n_lumbar)
+        self.noise_body_ratio = rng.uniform(0.4, 0.9)
+        self.noise_lowfreq = rng.uniform(0.1, 0.35)
+        # instrumented segment: always includes L3 (the level sarcoscope measures)
+        self.metal_level = rng.uniform(2.6, 3.4)
+        self.metal_half_span = rng.uniform(0.9, 1.8)
         # ---- bowel loops in 3-D: (angle, radial fraction, s centre, s half-length, radius mm, kind)
         self.loops = self._draw_loops(rng)
 
@@ -302,6 +313,12 @@ class Subject:
         return Frame(z_mm, s, yc, a, b, skin, PolarTable(r_body), PolarTable(r_fascia), PolarTable(r_inner),
                      PolarTable(wall), y_vb, vb_w, vb_d, inner_a, inner_b)
 
+    def _harm(self, name: str, side: int, s: float) -> tuple:
+        k = self.shape_knots[name][0 if side < 0 else 1](s)
+        # mirror the sine terms so that the same coefficients mean the same anatomy on both sides
+        return ((2, float(k[0]), side * float(k[1])), (3, float(k[2]), side * float(k[3])),
+                (4, float(k[4]) * 0.6, side * float(k[5]) * 0.6))
+
     def _vb_size(self, s: float) -> tuple[float, float]:
         sc = self.spine_params.size_scale
         if s >= 0.5:
@@ -346,6 +363,24 @@ class Subject:
                     rs, cs, x, y = win
                     m = _soft(y - (B - 30), px) * _soft(y_top - 2 - y, px) * _soft(hw * 0.85 - np.abs(x), px)
                     cv.paint((rs, cs, m.astype(np.float32)), H[S.PAD], S.PAD)
+        # ---- blanket over the front of the body (folds: thickness varies with angle)
+        if p.blanket:
+            th_ = np.linspace(-PI, PI, PolarTable.N + 1)
+            ex_ = float(np.max(np.abs(fr.body.values * np.cos(th_)))) + self.blanket_gap + 25.0
+            ey_ = float(np.max(np.abs(fr.body.values * np.sin(th_)))) + self.blanket_gap + 25.0
+            win = g.window(-ex_, ex_, fr.yc - ey_, fr.yc + 0.3 * ey_)
+            if win is not None:
+                rs_b, cs_b, xb, yb = win
+                dxb = xb + 0.0 * yb
+                dyb = (yb - fr.yc) + 0.0 * xb
+                thb = np.arctan2(dyb, dxb)
+                rb = np.hypot(dxb, dyb)
+                Rb = fr.body.at(thb)
+                fold = 1.0 + 0.5 * np.sin(thb * self.blanket_folds + self.blanket_phase)
+                inner = Rb + self.blanket_gap * (0.3 + 0.7 * fold)
+                outer = inner + self.blanket_t * fold
+                mb = _soft(rb - inner, px) * _soft(outer - rb, px) * (np.sin(thb) < 0.15)
+                cv.paint((rs_b, cs_b, mb.astype(np.float32)), H[S.PAD] + 250.0, S.PAD)
         # ---- arms beside the body
         if p.arms == "beside":
             for side in (-1, 1):
@@ -446,13 +481,13 @@ class Subject:
         y_post = y_vb + vb_d / 2  # posterior wall of the vertebral body
         y_tp = y_post + 9.0
         # ---- lungs and heart (chest levels)
-        if s < 0.9:
-            f_l = float(np.clip((0.9 - s) / 4.5, 0.0, 1.0))
+        if s < self.lung_s:
+            f_l = float(np.clip((self.lung_s - s) / 3.0, 0.0, 1.0))
             for side in (-1, 1):
-                if f_l < 0.35:  # posterior costophrenic recess: a crescent
+                if f_l < 0.3:  # posterior costophrenic recess: a thin crescent
                     th = HALF_PI - side * (0.55 + 0.25 * sz[1])
-                    x0, y0 = fr.point(th, fr.inner, 0.97)
-                    lung = Blob(x0, y0, 14.0 + 60 * f_l, 5.0 + 30 * f_l, th + HALF_PI, 2.0, ((2, 0.05, 0.0),))
+                    x0, y0 = fr.point(th, fr.inner, 0.98)
+                    lung = Blob(x0, y0, 10.0 + 80 * f_l, 2.5 + 30 * f_l, th + HALF_PI, 2.0, ((2, 0.05, 0.0),))
                 else:
                     lx = side * fr.inner_a * (0.42 + 0.05 * sz[2])
                     lung = Blob(lx, fr.yc + 0.12 * fr.inner_b, fr.inner_a * 0.48 * f_l + 10,
@@ -479,18 +514,24 @@ class Subject:
         # ---- liver, gallbladder, spleen, stomach, pancreas
         ai, bi = fr.inner_a, fr.inner_b
         if s < self.liver_tip_s:
-            # full size up to s=-1, tapering to a lateral tip; dome above s=-6
-            f = float(np.clip((self.liver_tip_s - s) / (self.liver_tip_s + 1.0), 0.0, 1.0)) ** 0.7
-            if s < -5.5:
-                f *= float(np.clip(1.0 - (-5.5 - s) / 2.5, 0.0, 1.0))
+            # right lobe: fills the right upper quadrant, shrinking to an anterolateral tip;
+            # left lobe crosses the midline anteriorly above T12; dome above s=-5.5
+            f = float(np.clip((self.liver_tip_s - s) / (self.liver_tip_s + 0.5), 0.0, 1.0)) ** 0.8
+            if s < self.liver_dome_s:
+                f *= float(np.clip(1.0 - (self.liver_dome_s - s) / 1.5, 0.0, 1.0)) ** 0.5
             if f > 0.02:
-                lx = -ai * (0.62 - 0.3 * f)
-                ly = fr.yc + bi * (0.1 - 0.15 * f)
-                liver = Blob(lx, ly, ai * (0.2 + 0.5 * f) * sz[3], bi * (0.25 + 0.6 * f) * sz[4], -0.3,
-                             2.2, ((2, 0.06 * sz[5], 0.04), (3, 0.04, 0.03 * sz[6])))
+                lx = -ai * (0.45 + 0.3 * (1.0 - f))
+                ly = fr.yc + bi * (0.08 - 0.3 * (1.0 - f))
+                liver = Blob(lx, ly, ai * (0.1 + 0.45 * f) * sz[3], bi * (0.18 + 0.62 * f) * sz[4], 0.35 - 0.2 * f,
+                             2.3, ((2, 0.06 * sz[5], 0.04), (3, 0.05, 0.04 * sz[6])))
                 cv.paint(inside(blob_mask(g, liver)), H[S.LIVER], S.LIVER)
+                fl = float(np.clip((0.3 - s) / 3.0, 0.0, 1.0))
+                if fl > 0.05:
+                    left = Blob(ai * 0.05, fr.yc - bi * 0.5, ai * 0.45 * fl + 5, bi * 0.28 * fl + 4, -0.15, 2.0,
+                                ((2, 0.08, 0.0), (3, 0.0, 0.05)))
+                    cv.paint(inside(blob_mask(g, left)), H[S.LIVER], S.LIVER)
                 if self.gallbladder and 0.3 < s < self.liver_tip_s - 0.3:
-                    gb = Blob(lx + liver.rx * 0.55, ly - liver.ry * 0.45, 14.0, 11.0)
+                    gb = Blob(lx + liver.rx * 0.5, ly - liver.ry * 0.55, 14.0, 11.0)
                     cv.paint(inside(blob_mask(g, gb)), H[S.GALLBLADDER], S.GALLBLADDER)
         if s < 0.6:
             f = float(np.clip((0.6 - s) / 3.0, 0.15, 1.0))
@@ -513,32 +554,42 @@ class Subject:
                 rx *= 0.8
             cy = 0.5 * (y_tp + y_bf) + 3
             ry = 0.5 * (y_bf - y_tp) + 7
-            es = Blob(side * (1.0 + rx), cy, rx, ry, 0.0, 2.7, ((2, 0.03 * sz[11], 0.0), (3, 0.0, 0.03)))
+            es = Blob(side * (1.0 + rx), cy, rx, ry, 0.0, 2.3, self._harm("es", side, s))
             cv.paint(inside(blob_mask(g, es), fascia_full), H[S.PARASPINAL], S.PARASPINAL)
             # multifidus separated by a thin intermuscular fat plane
             mf = Blob(side * (2.0 + 0.42 * rx), cy + 0.15 * ry, 0.42 * rx, 0.8 * ry, 0.0, 2.2)
-            cv.paint(inside(blob_shell(g, mf, 0.6 + 0.6 * self.fat_planes), fascia_full), H[S.IMAT], S.IMAT)
+            cv.paint(inside(blob_shell(g, mf, 0.3 + 0.4 * self.fat_planes), fascia_full), H[S.IMAT], S.IMAT)
             if s > 0.3 and pel < 1.2:
                 tp = TP_LENGTH_MM.get(int(round(min(max(s, 1), 6))), 25.0) * self.spine_params.size_scale
                 ql = Blob(side * (vb_w / 2 + tp * 0.8 + 14), y_tp + 2, 21.0 * ms**0.5 * min(1.0, 0.4 + 0.25 * s),
-                          10.0 * ms**0.7, side * 0.45, 2.0, ((2, 0.05, 0.0),))
+                          10.0 * ms**0.7, side * 0.45, 2.0, self._harm("ql", side, s))
                 cv.paint(inside(blob_mask(g, ql)), H[S.QL], S.QL)
-        # ---- kidneys (cortex, medulla, sinus fat, pelvis)
+        # ---- kidneys: cortex, medulla (pyramids), sinus fat and pelvis at the hilum
         for side, (k0, k1) in ((1, self.kidney_l), (-1, self.kidney_r)):
             if k0 < s < k1:
                 t = (s - k0) / (k1 - k0)
                 f = math.sqrt(max(1.0 - (2 * t - 1) ** 2, 0.0)) ** 0.7
-                kx = side * (vb_w / 2 + 48 * sz[12])
-                ky = y_vb + 6
-                kid = Blob(kx, ky, 30.0 * f * sz[13] + 4, 24.0 * f + 3, side * 0.6, 2.0, ((2, 0.04, 0.0), (3, 0.03, 0.02)))
+                kx = side * (vb_w / 2 + 42 * sz[12])
+                ky = y_vb + 2
+                rkx, rky = 23.0 * f * sz[13] + 3, 29.0 * f + 4
+                ang = side * 0.45
+                kid = Blob(kx, ky, rkx, rky, ang, 2.0, self._harm("kidney", side, s))
                 cv.paint(inside(blob_mask(g, kid)), H[S.KIDNEY_CORTEX], S.KIDNEY_CORTEX)
                 if f > 0.4:
-                    cv.paint(inside(blob_mask(g, kid, 6.0)), H[S.KIDNEY_MEDULLA], S.KIDNEY_MEDULLA)
-                    if 0.3 < t < 0.75:
-                        hx = kx - side * 12 * math.cos(0.6)
-                        sinus = Blob(hx, ky - 8, 11.0, 7.0, side * 0.6)
+                    cv.paint(inside(blob_mask(g, kid, 4.5)), H[S.KIDNEY_MEDULLA], S.KIDNEY_MEDULLA)
+                    ca, sa = math.cos(ang), math.sin(ang)
+                    # columns of Bertin: cortex reaching in between the pyramids
+                    for q in (-0.55, 0.0, 0.55):
+                        ex_, ey_ = -side * 0.1 * rkx, q * rky
+                        ox, oy = side * 0.9 * rkx, q * rky * 1.1
+                        p0 = (kx + ex_ * ca - ey_ * sa, ky + ex_ * sa + ey_ * ca)
+                        p1 = (kx + ox * ca - oy * sa, ky + ox * sa + oy * ca)
+                        cv.paint(inside(capsule_mask(g, p0[0], p0[1], p1[0], p1[1], 2.2)), H[S.KIDNEY_CORTEX], S.KIDNEY_CORTEX)
+                    if 0.25 < t < 0.8:
+                        hx, hy = kx - side * 0.45 * rkx * ca, ky - 0.45 * rkx * abs(sa) - 3
+                        sinus = Blob(hx, hy, 0.5 * rkx, 0.5 * rky, ang, 2.0, ((2, 0.1, 0.0),))
                         cv.paint(inside(blob_mask(g, sinus)), H[S.RENAL_SINUS_FAT], S.RENAL_SINUS_FAT)
-                        cv.paint(inside(blob_mask(g, sinus.moved(scale=0.45))), H[S.URINE], S.URINE)
+                        cv.paint(inside(blob_mask(g, sinus.moved(dx=-side * 4, scale=0.45))), H[S.URINE], S.URINE)
         # ---- psoas (from T12/L1 down into the pelvis)
         if s > 0.4:
             rp = min(4.0 + 5.5 * (s - 0.4), 23.0 + 2.0 * min(max(s - 4.0, 0.0), 1.0))
@@ -546,7 +597,7 @@ class Subject:
             for side in (-1, 1):
                 shift = max(s - 3.5, 0.0) * 7.0
                 ps = Blob(side * (vb_w / 2 + 0.8 * rp + shift), y_vb - 1 - 0.3 * shift, rp * 0.95 * sz[14 + (side > 0)],
-                          rp * 1.1, side * 0.5, 2.0, ((2, 0.04, 0.02), (3, 0.03, 0.0)))
+                          rp * 1.1, side * 0.5, 2.0, self._harm("psoas", side, s))
                 cv.paint(inside(blob_mask(g, ps)), H[S.PSOAS], S.PSOAS)
         # ---- aorta / iliac arteries, IVC / iliac veins, mesenteric vessels
         ay = y_vb - vb_d / 2 - self.aorta_r - 3
@@ -656,7 +707,7 @@ class Subject:
             near_end = min(v.z_top_mm - z, z - v.z_bottom_mm)
             cv.paint(blob_mask(g, body), cort, S.CORTEX)
             if near_end > 0.5 * thickness_mm + 1.0:
-                cv.paint(blob_mask(g, body, 1.1 * sc), trab, S.TRABECULAR)
+                cv.paint(blob_mask(g, body, 0.9 * sc), trab, S.TRABECULAR)
                 # basivertebral vein: a small notch at the back of the body
                 cv.paint(blob_mask(g, Blob(0.0, y_vb + vb_d / 2 - 3, 3.0, 2.0)), trab - 60, S.TRABECULAR)
             else:  # through the endplate: partial volume of dense plate and disc
@@ -724,11 +775,11 @@ class Subject:
         # ---- sacrum and iliac bones
         self._pelvis(cv, fr)
         # ---- metal spinal implant: pedicle screws and rods around one or two levels
-        if self.p.metal_implant and abs(s - self.metal_level) < 1.2:
+        if self.p.metal_implant and abs(s - self.metal_level) < self.metal_half_span:
             for side in (-1, 1):
                 x0, y0 = side * 10.0, y_vb - 5
                 x1, y1 = side * (vb_w * 0.33 + 6), y_post + canal_r * 2.4
-                if abs(s - self.metal_level) < 0.45 or abs(abs(s - self.metal_level) - 1.0) < 0.2:
+                if abs(s - round(s)) < 0.3:  # pedicle screws through each vertebra's pedicles
                     cv.paint(capsule_mask(g, x0, y0, x1, y1, 3.2), H[S.METAL], S.METAL)
                     metal.append((0.5 * (x0 + x1), 0.5 * (y0 + y1)))
                 rod = Blob(x1, y1 + 4, 3.0, 3.0)
@@ -794,7 +845,7 @@ class Subject:
             for run in runs:
                 if len(run) < 2:
                     continue
-                pts = run[np.unique(np.linspace(0, len(run) - 1, min(len(run), 4)).round().astype(int))]
+                pts = run[np.unique(np.linspace(0, len(run) - 1, min(len(run), 3)).round().astype(int))]
                 for a, b in zip(pts[:-1], pts[1:]):
                     cart = u[a] > 0.85 and length > 2.0
                     hu = H[S.CORTEX] * 0.6 if not cart else 130.0
@@ -835,7 +886,7 @@ class Subject:
             ai = fr.inner_a
             grow = float(np.clip(dz / 35.0, 0.0, 1.0))
             t0, t1 = 0.5 - 0.5 * grow, 0.72 + 0.28 * grow
-            ts = np.linspace(t0, t1, 14)
+            ts = np.linspace(t0, t1, 7)
             for side in (-1, 1):
                 # curve from anterior-lateral (t=0) to posterior-medial (t=1, at the sacroiliac joint)
                 x_ant, y_ant = ai * 0.78, y_vb - 70.0 * sc

@@ -220,13 +220,13 @@ def random_params(rng: np.random.Generator, **overrides: object) -> PhantomParam
     bmi = weight / height**2
     fatness = np.clip((bmi - 17.0) / 23.0, 0.0, 1.0)  # 0 cachexia .. 1 BMI 40+
     # SAT thickness: few mm in cachexia, >100 mm in morbid obesity; women more.
-    sat = 2.0 + 55.0 * fatness**1.5 * (1.25 if not male else 0.95) * rng.uniform(0.75, 1.25)
+    sat = 2.0 + 52.0 * fatness**1.5 * (1.15 if not male else 0.95) * rng.uniform(0.75, 1.2)
     sat = float(o.get("sat_mm", np.clip(sat, 2.0, 140.0)))
     # Muscle: men more; falls with age; a little more with weight.
     mscale = (1.16 if male else 0.98) * (1.0 - 0.004 * max(age - 40.0, 0.0))
     mscale *= (height / (1.76 if male else 1.63)) ** 1.2 * (1.0 + 0.25 * (fatness - 0.4))
     mscale *= rng.normal(1.0, 0.1)
-    mscale = float(o.get("muscle_scale", np.clip(mscale, 0.55, 1.35)))
+    mscale = float(o.get("muscle_scale", np.clip(mscale, 0.55, 1.25 if male else 1.1)))
     # tissue HU; the Alberta mean measured on the slice runs ~5-12 HU lower (partial volume
     # with fat, marbling), which lands the measured means in the published 25-60 HU range
     mhu = 60.0 - 0.22 * max(age - 30.0, 0.0) - 14.0 * fatness + rng.normal(0, 5)
@@ -273,7 +273,7 @@ def random_params(rng: np.random.Generator, **overrides: object) -> PhantomParam
         imat_fraction=imat,
         vat_fraction=vatf,
         noise_sd=float(np.clip(noise, 6.0, 55.0)),
-        kernel_sharpness=float(rng.beta(1.5, 2.5)),
+        kernel_sharpness=float(rng.beta(2.0, 2.0)),
         pixel_spacing_mm=spacing,
         matrix=matrix,
         fov_offset_mm=offset,

@@ -108,13 +108,17 @@ def _label_lut() -> np.ndarray:
 _LABEL_LUT = _label_lut()
 
 
-def tissue_labels(structures: np.ndarray, hu: np.ndarray) -> np.ndarray:
+def tissue_labels(structures: np.ndarray, hu: np.ndarray, *, integer_hu: bool = False) -> np.ndarray:
     """Alberta-protocol tissue labels from the structure map and the final HU.
 
-    HU are rounded to integers (as stored by a scanner) before the windows are applied.
+    HU are rounded to integers (as stored by a scanner) before the windows are applied;
+    ``integer_hu=True`` skips that when ``hu`` already holds integers within −1024…3071.
     Works on 2-D slices or 3-D stacks of the same shape.
     """
-    idx = np.clip(np.rint(hu), -1024, 3071).astype(np.int32)
+    if integer_hu:
+        idx = hu.astype(np.int32)
+    else:
+        idx = np.clip(np.rint(hu), -1024, 3071).astype(np.int32)
     idx += 1024
     idx += COMPARTMENT[structures].astype(np.int32) * 4096
     return _LABEL_LUT[idx]

@@ -175,13 +175,17 @@ def make_volume(
     grid = grid_for(params)
     rows, cols = grid.rows, grid.cols
     rng = np.random.default_rng([params.seed, zlib.crc32(b"volume"), n])
-    mtf, nps = kernel_filters(grid, params.kernel_sharpness)
+    mtf, nps = kernel_filters(grid, params.kernel_sharpness, subject.noise_lowfreq)
 
     # ---- soft-tissue templates (blurred) on a coarse z lattice
     step = max(float(template_step_mm), spacing)
     tz = np.arange(z_lo - step, z_hi + 2 * step, step)
     temps_hu = np.empty((len(tz), rows, cols), dtype=np.float32)
     temps_sid = np.empty((len(tz), rows, cols), dtype=np.uint8)
+    temps_amp = np.empty((len(tz), rows, cols), dtype=np.float32)  # noise amplitude (air < body)
+    in_body = np.ones(256, dtype=np.float32)
+    for sid in (S.AIR, S.TABLE, S.PAD):
+        in_body[sid] = subject.noise_body_ratio
     base_fields = subject.texture_fields(grid, rng)
     for t, z in enumerate(tz):
         cv = Canvas(grid, subject.hu[S.AIR], S.AIR)
@@ -198,14 +202,11 @@ def make_volume(
             cv.hu[rs, cs] -= subject.cupping_hu * np.clip(1.0 - rr, 0, 1) * body[rs, cs]
         temps_hu[t] = fft.irfft2(fft.rfft2(cv.hu) * mtf, s=(rows, cols))
         temps_sid[t] = cv.sid
+        temps_amp[t] = in_body[cv.sid]
 
     # ---- noise bank: periodic noise images tiled 2x2, so a shifted window is a free view
     n_bank = 6
     bank = [np.tile(correlated_noise(grid, nps, rng) * np.float32(params.noise_sd), (2, 2)) for _ in range(n_bank)]
-    in_body = np.ones(256, dtype=np.float32)
-    for sid in (S.AIR, S.TABLE, S.PAD):
-        in_body[sid] = subject.noise_body_ratio
-
     hu_vol = np.empty((n, rows, cols), dtype=np.int16)
     lab_vol = np.empty((n, rows, cols), dtype=np.uint8)
     if params.recon_circle:
@@ -221,7 +222,8 @@ def make_volume(
         w = np.float32(min(max(f - a, 0.0), 1.0))
         np.multiply(temps_hu[a], np.float32(1.0) - w, out=img)
         img += temps_hu[a + 1] * w
-        sid = (temps_sid[a] if w < 0.5 else temps_sid[a + 1]).copy()
+        near = a if w < 0.5 else a + 1
+        sid = temps_sid[near].copy()
         fr = subject.frame(float(z))
         layer = _Layer(grid)
         metal = subject.paint_bones(layer, fr, thickness)
@@ -238,13 +240,13 @@ def make_volume(
             img += metal_streaks(grid, metal, rng) * (in_body[sid] > 0.99)
         dy, dx = int(rng.integers(0, rows)), int(rng.integers(0, cols))
         nb = bank[k % n_bank][dy:dy + rows, dx:dx + cols]
-        img += nb * in_body[sid]
+        img += nb * temps_amp[near]
         np.rint(img, out=img)
         np.clip(img, AIR_HU, 3071, out=img)
         if outside is not None:
             img[outside] = AIR_HU
         hu_vol[k] = img
-        lab_vol[k] = tissue_labels(sid, img)
+        lab_vol[k] = tissue_labels(sid, img, integer_hu=True)
 
     # ---- geometry, truth
     z0 = float(z_origin_mm) if z_origin_mm is not None else float(

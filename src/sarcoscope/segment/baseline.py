@@ -54,7 +54,7 @@ class BaselineParams:
 
     body_hu: float = -500.0
     body_open_mm: float = 6.0
-    skin_mm: float = 2.5
+    skin_mm: float = 1.5
     skin_max_mm: float = 6.0
     smooth_sigma_mm: float = 0.6
     dense_hu: float = 150.0
@@ -71,7 +71,7 @@ class BaselineParams:
     linea_alba_mm: float = 30.0
     linea_alba_deg: float = 35.0
     wall_min_mm: float = 3.0
-    organ_mm: float = 10.0
+    organ_mm: float = 12.0
     imat_hole_mm2: float = 1000.0
     wall_gap_mm: float = 2.5
     wall_max_mm: float = 35.0
@@ -81,6 +81,7 @@ class BaselineParams:
     spine_lateral_mm: float = 40.0
     psoas_lateral_mm: float = 40.0
     psoas_neck_mm: float = 4.5
+    core_max_hu: float = 100.0
     imat_close_mm: float = 3.0
     gas_hu: float = -400.0
     gas_margin_mm: float = 3.0
@@ -113,13 +114,13 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _downsample(mask: np.ndarray, f: tuple[int, int]) -> np.ndarray:
-    """Block 'any' of a boolean mask by integer factors (pads the edge blocks)."""
+    """Block 'all' of a boolean mask by integer factors: thin gaps (fat planes) survive."""
     if f == (1, 1):
         return mask
     h, w = mask.shape
     ph, pw = -h % f[0], -w % f[1]
     m = np.pad(mask, ((0, ph), (0, pw)))
-    return m.reshape(m.shape[0] // f[0], f[0], m.shape[1] // f[1], f[1]).any(axis=(1, 3))
+    return m.reshape(m.shape[0] // f[0], f[0], m.shape[1] // f[1], f[1]).all(axis=(1, 3))
 
 
 def _upsample(mask: np.ndarray, f: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -181,15 +182,15 @@ def _find_vertebra(dense: np.ndarray, body: np.ndarray, spacing: tuple[float, fl
                    p: BaselineParams) -> np.ndarray | None:
     """Largest dense component near the midline in the posterior part of the body.
 
-    Only a window around the body's midline (±20 % of its width, behind its centre minus
-    10 mm) is searched: the vertebra is there in every abdominal slice, ribs, contrast-filled
-    bowel and calcified vessels mostly elsewhere.
+    Only a window around the body's midline (±20 % of its width, behind the front quarter of
+    its depth) is searched: the vertebra is there in every abdominal slice, ribs,
+    contrast-filled bowel and calcified vessels mostly elsewhere.
     """
     rows, cols = np.nonzero(body)
-    cy, cx = rows.mean(), cols.mean()
+    cx = cols.mean()
     width = (cols.max() - cols.min() + 1) * spacing[1]
     half = int(0.2 * width / spacing[1]) + 1
-    r0 = max(0, int(cy - 10.0 / spacing[0]))
+    r0 = int(rows.min() + 0.25 * (rows.max() - rows.min()))
     c0, c1 = max(0, int(cx) - half), min(body.shape[1], int(cx) + half + 1)
     win = dense[r0:, c0:c1]
     if not win.any():
@@ -349,7 +350,8 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     hu = hu_full[box]
     body = body_full[box]
     # skin: the outer skin_mm; the image edge of a cut-off body is not skin (border_value=1)
-    inner = ndi.binary_erosion(body, _disk(p.skin_mm, sp), border_value=1)
+    skin_r = max(p.skin_mm, max(sp))  # at least one pixel: the air/skin partial-volume rim
+    inner = ndi.binary_erosion(body, _disk(skin_r, sp), border_value=1)
 
     # anatomy is found on smoothed copies whose smoothing grows with the measured noise, so
     # that low-dose scans (SD 30–45 HU) do not break the muscle wall into specks
@@ -407,7 +409,8 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
         first_fat > tissue_at)
     start = np.where(thick_skin, first_fat, tissue_at)
     after_start = s_idx >= start[:, None]
-    n_run = max(1, math.ceil(p.wall_run_mm / step))
+    # at least wall_run_mm of wall; one sample when a pixel is already that large
+    n_run = 1 if min(sp) >= p.wall_run_mm else max(1, math.ceil(p.wall_run_mm / step))
     hit = _first(_run_starts(wall_like, n_run) & after_start)
     r_out = _fill_missing_circular(np.where(hit >= 0, r_max - hit * step, np.nan))
     if not np.isfinite(r_out).any():
@@ -431,7 +434,12 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     # fat/dense gaps; when the cap is reached (an organ abuts the wall), cut at the deepest fat
     # plane inside the run, where one exists.
     hit_s = np.clip(np.rint((r_max - r_out) / step).astype(np.intp), 0, n_s - 1)
-    from_hit = s_idx >= hit_s[:, None]
+    # after the angular filtering the contour may sit a little outside the tissue: the run
+    # starts at the first wall sample within wall_run_mm + 2 mm
+    look = (s_idx >= hit_s[:, None]) & (s_idx <= (hit_s + int((p.wall_run_mm + 2.0) / step))[:, None])
+    first_wall = _first(wall_like & look)
+    run_from = np.where(first_wall >= 0, first_wall, hit_s)
+    from_hit = s_idx >= run_from[:, None]
     n_gap = max(1, math.ceil(p.wall_gap_mm / step))
     gap_like = ~wall_like | (ray == _DENSE)
     stop = np.isin(ray, (_GAS, _OUT, _SPINE)) | _run_starts(gap_like, n_gap + 1)
@@ -439,6 +447,7 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     n_cap = int(p.wall_max_mm / step)
     capped = (stop_at < 0) | (stop_at - hit_s > n_cap)
     thick = np.where(capped, p.wall_max_mm, (stop_at - hit_s) * step)
+    thick = np.where(first_wall >= 0, thick, 0.0)
     if capped.any():
         n_min = int(p.wall_min_mm / step)
         window = (s_idx >= (hit_s + n_min)[:, None]) & (s_idx <= (hit_s + n_cap)[:, None])
@@ -465,7 +474,9 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     f = (max(1, round(2.0 / sp[0])), max(1, round(2.0 / sp[1])))
     organ_c = _open(np.pad(_downsample(inside_wall & np.isin(cls, (_SOFT, _DENSE)), f), 1),
                     p.organ_mm, (sp[0] * f[0], sp[1] * f[1]))[1:-1, 1:-1]
-    organ = _upsample(organ_c, f, hu.shape)
+    if f != (1, 1):  # give back the edge blocks the 'all' downsampling took
+        organ_c = ndi.binary_dilation(organ_c, np.ones((3, 3), bool))
+    organ = _upsample(organ_c, f, hu.shape) & np.isin(cls, (_SOFT, _DENSE))
     # bowel: its wall and content lie next to gas; muscle never does
     gas = inner & (hu < p.gas_hu)
     near_gas = ndi.binary_dilation(gas, _disk(p.gas_margin_mm, sp)) if gas.any() else gas
@@ -475,13 +486,18 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
 
     spine_zone = np.zeros_like(body)
     if vert is not None:
-        behind, psoas = _spine_zone(vert, inside_wall, sp, p)
+        behind, psoas, vbody = _spine_zone(vert, inside_wall, sp, p)
         spine_zone = behind | psoas
         if spine_zone.any():
             zb = _crop_box(spine_zone | vert, int(math.ceil(8.0 / min(sp))))
             spine_muscle = np.zeros_like(body)
-            spine_muscle[zb] = _spine_muscles(vert[zb], behind[zb], psoas[zb], (soft_s & ~near_gas)[zb],
+            # connectivity is judged on muscle-like HU only (<= core_max_hu): an enhancing
+            # kidney or bowel wall lying against the psoas must not join it
+            soft_core = soft_s & ~near_gas & (sm <= p.core_max_hu)
+            spine_muscle[zb] = _spine_muscles(vert[zb], vbody[zb], behind[zb], psoas[zb],
+                                              soft_core[zb],
                                               (muscle & ~organ)[zb], sp, p)
+            spine_muscle &= soft_s
             muscle = (muscle & ~spine_zone) | spine_muscle | (muscle & spine_zone & ~organ)
 
     muscle = _drop_small(muscle, p.min_muscle_mm2, sp)
@@ -524,7 +540,8 @@ def _disk(r_mm: float, sp: tuple[float, float]) -> np.ndarray:
     return (y * sp[0]) ** 2 + (x * sp[1]) ** 2 <= r_mm**2 + 1e-6
 
 
-def _spine_muscles(vert: np.ndarray, behind: np.ndarray, psoas: np.ndarray, soft: np.ndarray,
+def _spine_muscles(vert: np.ndarray, vbody: np.ndarray, behind: np.ndarray, psoas: np.ndarray,
+                   soft: np.ndarray,
                    wall_muscle: np.ndarray, sp: tuple[float, float], p: BaselineParams) -> np.ndarray:
     """Psoas, quadratus lumborum and paraspinals within the zones around the vertebra."""
     near_vert = ndi.binary_dilation(vert, _disk(3.0, sp))
@@ -537,20 +554,21 @@ def _spine_muscles(vert: np.ndarray, behind: np.ndarray, psoas: np.ndarray, soft
         touched = np.unique(lab[(near_vert | wall_muscle) & cand])
         picked = ndi.binary_dilation(np.isin(lab, touched[touched > 0]), _disk(p.spine_open_mm, sp))
     # in front of them only the psoas: cores left after a deeper erosion (which cuts the neck
-    # to a kidney or bowel loop lying against it) that touch the vertebra, grown back
+    # to a kidney or bowel loop lying against it) that lie against the vertebral body (not the
+    # transverse processes, which reach towards the kidneys), grown back
     cand = soft & psoas & ~behind
     core = ndi.binary_erosion(cand, _disk(p.psoas_neck_mm, sp))
     lab, n = ndi.label(core)
     if n:
-        reach = ndi.binary_dilation(vert, _disk(p.psoas_neck_mm + 3.0, sp))
+        reach = ndi.binary_dilation(vbody, _disk(p.psoas_neck_mm + 3.0, sp))
         touched = np.unique(lab[reach & core])
         psoas_core = np.isin(lab, touched[touched > 0])
         picked |= ndi.binary_dilation(psoas_core, _disk(p.psoas_neck_mm, sp)) & cand
-    return picked & soft & (behind | psoas)
+    return picked & (behind | psoas)
 
 
 def _spine_zone(vert: np.ndarray, inside_wall: np.ndarray, sp: tuple[float, float],
-                p: BaselineParams) -> tuple[np.ndarray, np.ndarray]:
+                p: BaselineParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where psoas, quadratus lumborum and paraspinals lie, relative to the vertebra.
 
     Behind the transverse-process line: out to the processes' tips plus ``spine_lateral_mm``
@@ -577,4 +595,5 @@ def _spine_zone(vert: np.ndarray, inside_wall: np.ndarray, sp: tuple[float, floa
     behind = (yy >= tp_mm - 5.0) & (xx <= max(lat_extent, half_w) + p.spine_lateral_mm)
     psoas = (yy >= -p.spine_anterior_mm) & (xx <= half_w + p.psoas_lateral_mm)
     psoas &= ~((xx <= half_w + 3.0) & (yy < 0.0))
-    return inside_wall & behind, inside_wall & psoas
+    vertebral_body = vert & (yy < tp_mm - 5.0) & (xx <= half_w + 3.0)
+    return inside_wall & behind, inside_wall & psoas, vertebral_body

@@ -44,6 +44,22 @@ def _gaussian_blur(x: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
     return y.reshape_as(x)
 
 
+def _body_extent(labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and half-size (rows, cols) in pixels of the labelled region of each canvas."""
+    lab = np.asarray(labels) > 0
+    b, s = lab.shape[0], lab.shape[-1]
+    centre = np.full((b, 2), (s - 1) / 2, dtype=np.float32)
+    half = np.zeros((b, 2), dtype=np.float32)
+    for axis, other in ((0, 2), (1, 1)):
+        any_ = lab.any(axis=other)  # (b, s) along rows (axis 0) or columns (axis 1)
+        for i in range(b):
+            idx = np.flatnonzero(any_[i])
+            if idx.size:
+                centre[i, axis] = (idx[0] + idx[-1]) / 2
+                half[i, axis] = (idx[-1] - idx[0] + 1) / 2
+    return torch.from_numpy(centre), torch.from_numpy(half)
+
+
 def windows_to_channels(hu: torch.Tensor, spec: GridSpec) -> torch.Tensor:
     """(B, 1, H, W) HU → (B, n_windows, H, W) in -1..1, as ``onnx_model.window_channels``."""
     chans = []
@@ -91,9 +107,13 @@ def augment_batch(
     theta[:, 0, 1] = -sin / zy * ratio
     theta[:, 1, 0] = sin / zx * flip * ratio
     theta[:, 1, 1] = cos / zy * ratio
-    reach = ((s - crop / zoom) / 2).clamp(min=0) + cfg.shift_frac * crop
-    theta[:, 0, 2] = _u(g, b, -1, 1) * reach / (s / 2)
-    theta[:, 1, 2] = _u(g, b, -1, 1) * reach / (s / 2)
+    # crop centre: anywhere the crop still overlaps the body's extent, plus a small shift
+    centre_rc, half_rc = _body_extent(labels)
+    for axis, col in ((1, 0), (0, 1)):  # theta row 0 moves x (columns), row 1 moves y (rows)
+        view = crop / (zx if col == 0 else zy)
+        reach = (half_rc[:, axis] - view / 2).clamp(min=0) + cfg.shift_frac * crop
+        offset = centre_rc[:, axis] - (s - 1) / 2 + _u(g, b, -1, 1) * reach
+        theta[:, col, 2] = offset / (s / 2)
     grid = F.affine_grid(theta, [b, 1, crop, crop], align_corners=False)
     if cfg.elastic_p > 0:
         amp = (torch.rand(b, generator=g) < cfg.elastic_p).float() * cfg.elastic_mm / spec.spacing_mm / (s / 2)
