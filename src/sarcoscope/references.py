@@ -167,8 +167,8 @@ REFERENCES: dict[str, Reference] = {
         ),
         doi="10.1038/s41598-018-29825-5",
         population=(
-            "healthy kidney donor and trauma-free reference adults, Michigan, USA; cut-off = "
-            "mean - 2 SD of the young (18-40 y) reference group"
+            "healthy US adults (University of Michigan reference population); cut-off = "
+            "mean - 2 SD of its young adults"
         ),
         smi_cutoffs=(
             Cutoff(45.4, "cm²/m²", sex="M"),
@@ -207,8 +207,8 @@ REFERENCES: dict[str, Reference] = {
         notes=(
             "Overall sex-specific 5th percentiles; the paper also gives age- and BMI-specific "
             "percentiles that are not used here.",
-            "Muscle attenuation was measured on contrast-enhanced CT (portal venous phase) "
-            "in this population.",
+            "The scans came from kidney-donor screening, which as far as we know is "
+            "contrast-enhanced CT: contrast raises muscle HU by a few HU (see docs/baseline.md).",
         ),
     ),
 }

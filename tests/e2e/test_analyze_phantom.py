@@ -222,3 +222,17 @@ def test_automatic_l3_averaged_over_a_band(study, tmp_path):
     assert doc["summary"]["n_slices"] == len(idx)
     mean_muscle = np.mean([s["tissues"]["muscle"]["area_cm2"] for s in doc["slices"]])
     assert doc["summary"]["tissues"]["muscle"]["area_cm2"] == pytest.approx(mean_muscle, abs=2e-3)
+
+
+def test_zip_of_the_series_gives_the_same_slice(study, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(study.dicom_dir.iterdir()):
+            zf.write(f, f"export/CT/{f.name}")
+    out_z, out_d = tmp_path / "z", tmp_path / "d"
+    k = study.l3
+    assert run("analyze", archive, "--out", out_z, "--slices", k, "--segmenter", "baseline") == 0
+    assert run("analyze", study.dicom_dir, "--out", out_d, "--slices", k, "--segmenter", "baseline") == 0
+    assert load(out_z)["slices"][0]["tissues"] == load(out_d)["slices"][0]["tissues"]

@@ -87,7 +87,7 @@ def make_spine_volume(
                 img[((x / 22.0) ** 2 + ((y - yc) / 16.0) ** 2) <= 1.0] = 260.0
             # Posterior arch (pedicles, lamina, spinous process) in the upper two thirds.
             if bottom + (top - bottom) / 3 <= zz <= top + 3:
-                ring = (np.abs(x) <= 14) & (y >= yc + 14) & (y <= yc + 34)
+                ring = (np.abs(x) <= 14) & (y >= yc + 17) & (y <= yc + 34)
                 canal = (np.abs(x) <= 9) & (y >= yc + 17) & (y <= yc + 30)
                 img[ring & ~canal] = 700.0
                 img[(np.abs(x) <= 4) & (y > yc + 34) & (y <= yc + 60)] = 700.0
@@ -95,7 +95,7 @@ def make_spine_volume(
                     span = TP_HALF_SPAN_MM.get(name, 40.0)
                     mid = bottom + 0.62 * (top - bottom)
                     if abs(zz - mid) <= 5:
-                        img[(np.abs(x) <= span) & (np.abs(y - (yc + 22)) <= 4)] = 650.0
+                        img[(np.abs(x) >= 12) & (np.abs(x) <= span) & (np.abs(y - (yc + 22)) <= 4)] = 650.0
             if ribbed:
                 # A rib runs from the transverse process laterally, then forward, descending.
                 z_head = bottom + 0.7 * (top - bottom)

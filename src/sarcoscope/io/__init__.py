@@ -30,8 +30,8 @@ from sarcoscope.io.series import SeriesCandidate, select_series
 __all__ = [
     "OpenedSeries",
     "SeriesCandidate",
-    "available_decoders",
     "SeriesPlan",
+    "available_decoders",
     "discover_series",
     "display_to_source_index",
     "load_series",

@@ -143,12 +143,12 @@ def raw_to_hu(raw: np.ndarray, fh: FrameHeader, out_dtype: np.dtype, name: str) 
             f"{name}: the pixel data could not be decoded: got an array of shape {raw.shape}, "
             f"the header says {fh.rows}x{fh.columns}; the file is damaged or not a grey-scale image"
         )
-    pad: np.ndarray | None = None
+    declared: np.ndarray | None = None
     if fh.padding_value is not None:
         lo = fh.padding_value
         hi = fh.padding_limit if fh.padding_limit is not None else lo
         lo, hi = min(lo, hi), max(lo, hi)
-        pad = (raw >= lo) & (raw <= hi)
+        declared = raw == lo if lo == hi else (raw >= lo) & (raw <= hi)
     if np.dtype(out_dtype) == np.int16:
         hu = raw.astype(np.int32)
         if fh.slope != 1:
@@ -159,25 +159,31 @@ def raw_to_hu(raw: np.ndarray, fh: FrameHeader, out_dtype: np.dtype, name: str) 
         hu = raw.astype(np.float32)
         hu *= np.float32(fh.slope)
         hu += np.float32(fh.intercept)
-    try:
-        pad, n_inferred, inferred_value = clean_hu(
-            hu, pad, f"{name}: the pixel data could not be decoded correctly"
-        )
-    except InputError as exc:
-        raise InputError(
-            f"{exc}; the compressed stream ({transfer_syntax_name(fh.transfer_syntax)}) is damaged — "
-            "re-export the image from the scanner or PACS, uncompressed if possible"
-        ) from None
     n_pad = 0
-    if pad is not None:
-        n_pad = int(pad.sum())
-        hu[pad] = AIR_HU
+    if declared is not None:
+        n_pad = int(np.count_nonzero(declared))
+        if n_pad:
+            hu[declared] = AIR_HU
+    # Cheap common case: nothing below −1500 HU left, no need for masks (one pass each).
+    n_inferred, inferred_value = 0, None
+    if hu.min() < IMPOSSIBLE_HU:
+        try:
+            inferred, n_inferred, inferred_value = clean_hu(
+                hu, None, f"{name}: the pixel data could not be decoded correctly"
+            )
+        except InputError as exc:
+            raise InputError(
+                f"{exc}; the compressed stream ({transfer_syntax_name(fh.transfer_syntax)}) is damaged — "
+                "re-export the image from the scanner or PACS, uncompressed if possible"
+            ) from None
+        if inferred is not None:
+            hu[inferred] = AIR_HU
+            n_pad += n_inferred
     n_clipped = 0
     if np.dtype(out_dtype) == np.int16:
         info = np.iinfo(np.int16)
-        over = (hu < info.min) | (hu > info.max)
-        n_clipped = int(over.sum())
-        if n_clipped:
+        if hu.max() > info.max or hu.min() < info.min:
+            n_clipped = int(np.count_nonzero((hu < info.min) | (hu > info.max)))
             np.clip(hu, info.min, info.max, out=hu)
         hu = hu.astype(np.int16)
     return hu, FrameStats(hu.size, n_pad, n_inferred, inferred_value, n_clipped)
@@ -274,7 +280,7 @@ def iter_decoded(
                     if fast is not None:
                         for (k, fh), raw in zip(items, fast):
                             hu, stats = raw_to_hu(raw, fh, out_dtype, name)
-                            yield k, np.ascontiguousarray(placement.apply(hu)), stats
+                            yield k, placement.apply(hu), stats
                         continue
                     fh_stream.seek(0)
                     ds = read_dataset(fh_stream, name, stop_before_pixels=False)
@@ -287,7 +293,7 @@ def iter_decoded(
             for k, fh in items:
                 raw = _decode_raw(ds, fh, name)
                 hu, stats = raw_to_hu(raw, fh, out_dtype, name)
-                yield k, np.ascontiguousarray(placement.apply(hu)), stats
+                yield k, placement.apply(hu), stats
             del ds
 
 

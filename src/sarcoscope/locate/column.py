@@ -39,7 +39,9 @@ SLAB_MAX_HU = 200.0
 ARCH_BEHIND_MM = (16.0, 40.0)
 #: The wall profile looks this far (mm) beyond the estimated front and back of the body,
 #: over a midline slab this wide (half-width, mm).
-WALL_MARGIN_MM = 3.0
+WALL_MARGIN_MM = 4.0
+#: Half-width (mm) of the cross-section box of the mean-HU profile.
+BOX_HALF_WIDTH_MM = 22.0
 WALL_SLAB_HALF_MM = 8.0
 #: HU range the profile is clipped to (cortex capped, fat floored).
 PROFILE_HU = (0.0, 700.0)
@@ -204,8 +206,10 @@ def find_column(work: Work) -> Column | None:
         body_mean = _window_mean(slab, -h, h)
         canal_mean = _window_mean(slab, h + canal[0], h + canal[1])
         arch_mean = _window_mean(slab, h + arch[0], h + arch[1])
+        # Both the body and the arch must be dense (min), the canal between them fluid.
         sc = (
-            (body_mean - CSF_HU) + (arch_mean - CSF_HU) - 2.0 * np.abs(canal_mean - CSF_HU)
+            2.0 * np.minimum(body_mean - CSF_HU, arch_mean - CSF_HU)
+            - 2.0 * np.abs(canal_mean - CSF_HU)
         ) / 300.0
         better = sc > best
         best = np.where(better, sc, best)
@@ -220,10 +224,30 @@ def find_column(work: Work) -> Column | None:
     from scipy.ndimage import median_filter
 
     depth_k = median_filter(depth_k, size=win, mode="nearest")
-    density = _wall_profile(work, i_c, j_body, depth_k)
+    # Two views of the same body: the mean HU over its cross-section (bone density, walls
+    # included) and the brightness of its cortical walls; their sum keeps a contrast between
+    # body and disc both for dense bone and for osteoporotic bone as soft as a disc.
+    density = _box_profile(work, i_c, j_body, depth_k) + 0.5 * _wall_profile(work, i_c, j_body, depth_k)
     present = score[rows, j_body] > 0.15
     back_px = _skin_behind(hu, i_c, j_body, work.dj_mm)
     return Column(i_c, j_body, density, present, back_px)
+
+
+def _box_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+    """Per slice: mean HU over the body's axial cross-section (coarse grid, metal left out)."""
+    hu = work.hu
+    n_k, n_j = hu.shape[0], hu.shape[1]
+    wi = max(1, int(round(BOX_HALF_WIDTH_MM / work.di_mm)))
+    raw = hu[:, :, max(0, i_c - wi) : i_c + wi + 1]
+    keep = raw < METAL_HU
+    box_sum = (np.clip(raw, PROFILE_HU[0], PROFILE_HU[1]) * keep).sum(axis=2)  # (k, j)
+    box_n = keep.sum(axis=2)
+    out = np.empty(n_k)
+    for k in range(n_k):
+        half_px = max(1, int(round((depth_mm[k] / 2 + 1.0) / work.dj_mm)))
+        a, b = max(0, j_body[k] - half_px), min(n_j, j_body[k] + half_px + 1)
+        out[k] = box_sum[k, a:b].sum() / max(1, int(box_n[k, a:b].sum()))
+    return out
 
 
 def _wall_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:

@@ -318,6 +318,14 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
         )
     warnings = list(count.warnings)
     confidence = count.confidence
+    guessed = [nm for nm, b in zip(count.names, bodies) if b.seg.inferred and nm]
+    if guessed:
+        warnings.append(
+            "no disc was visible at one or more levels (fused vertebrae, an implant or thick "
+            f"slices): the boundaries of {', '.join(guessed)} were placed from the spacing of "
+            "the neighbouring discs — check spine.png"
+        )
+        confidence = min(confidence, 0.5)
     heights = [b.seg.height_mm for b, nm in zip(bodies, count.names) if nm.startswith("L") and b.seg.complete]
     if len(heights) >= 3:
         med = float(np.median(heights))

@@ -23,6 +23,16 @@ MAX_BODY_MM = 50.0
 OPENING_MM = 5.0
 #: Smallest body-to-disc contrast (HU) of the profile worth segmenting.
 MIN_CONTRAST_HU = 20.0
+#: Prominence (share of the profile's range) of a clear disc, and of a candidate that is
+#: only taken to fill a gap where a disc is missing.
+STRONG_PROMINENCE = 0.3
+WEAK_PROMINENCE = 0.1
+#: Spacing between discs, relative to the neighbouring spacings, below which a disc is
+#: spurious and above which one is missing.
+SHORT_GAP = 0.62
+LONG_GAP = 1.6
+#: Height (mm) given to a disc that had to be inferred.
+DISC_GUESS_MM = 9.0
 #: Closest two discs can be (mm).
 MIN_DISC_SPACING_MM = 17.0
 
@@ -39,6 +49,7 @@ class Segment:
     top_mm: float
     bottom_seen: bool
     top_seen: bool
+    inferred: bool = False  # a bounding disc was not seen but placed from the neighbours
 
     @property
     def complete(self) -> bool:
@@ -66,6 +77,53 @@ def _crossing(zg: np.ndarray, q: np.ndarray, start: int, stop: int, level: float
     return None
 
 
+def _regularise(
+    discs: list[int], prom: dict[int, float], step_mm: float, inferred: set[int]
+) -> list[int]:
+    """Make the disc spacing plausible: vertebrae next to each other have similar heights.
+
+    A spacing much shorter than its neighbours' means a spurious minimum inside a body (the
+    weaker of its two discs goes); a spacing much longer means a missed disc (the clearest
+    weak minimum near its middle comes in).
+    """
+    discs = sorted(discs)
+    weak = sorted(p for p in prom if p not in discs)
+    for _ in range(40):
+        if len(discs) < 3:
+            break
+        gaps = np.diff(discs) * step_mm
+        changed = False
+        for g in range(len(gaps)):
+            ref = float(np.median(np.delete(gaps, g)[max(0, g - 2) : g + 2])) if len(gaps) > 1 else gaps[g]
+            if gaps[g] < SHORT_GAP * ref:
+                a, b = discs[g], discs[g + 1]
+                drop = a if prom.get(a, 0.0) < prom.get(b, 0.0) else b
+                discs.remove(drop)
+                changed = True
+                break
+            if gaps[g] > LONG_GAP * ref:
+                a, b = discs[g], discs[g + 1]
+                mid = (a + b) / 2
+                inner = [p for p in weak if a + 0.25 * (b - a) <= p <= b - 0.25 * (b - a)]
+                if inner:
+                    best = min(inner, key=lambda p: abs(p - mid) / (b - a) - prom[p] / max(prom.values()))
+                    discs = sorted(discs + [best])
+                    weak.remove(best)
+                    changed = True
+                    break
+                # No minimum at all: the disc is not visible (fusion, implant, thick slices).
+                # Place it from the neighbours' spacing and remember it was inferred.
+                parts = max(2, int(round(gaps[g] / ref)))
+                new = [int(round(a + (b - a) * n / parts)) for n in range(1, parts)]
+                discs = sorted(discs + new)
+                inferred.update(new)
+                changed = True
+                break
+        if not changed:
+            break
+    return discs
+
+
 def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
     """Vertebral bodies along the profile, bottom to top. Empty when no structure is seen."""
     if z_mm.size < 2 or z_mm[-1] - z_mm[0] < MIN_BODY_MM:
@@ -82,15 +140,19 @@ def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
     amp = hi - lo
     if amp < MIN_CONTRAST_HU:
         return []
-    peaks, _ = find_peaks(
-        -q, prominence=0.3 * amp, distance=max(1, int(MIN_DISC_SPACING_MM / PROFILE_STEP_MM))
+    cand, props = find_peaks(
+        -q, prominence=WEAK_PROMINENCE * amp, distance=max(1, int(MIN_DISC_SPACING_MM / PROFILE_STEP_MM))
     )
-    discs = [int(p) for p in peaks if q[p] < lo + 0.6 * amp]
+    prom = {int(p): float(v) for p, v in zip(cand, props["prominences"]) if q[p] < lo + 0.7 * amp}
+    discs = sorted(p for p, v in prom.items() if v >= STRONG_PROMINENCE * amp)
+    inferred: set[int] = set()
+    discs = _regularise(discs, prom, PROFILE_STEP_MM, inferred)
     n = zg.size
     # The scan edges bound a body too; an edge that is already soft counts as a seen disc.
     edge_low = q[0] < lo + 0.4 * amp
     edge_high = q[-1] < lo + 0.4 * amp
     bounds = [(0, edge_low)] + [(d, True) for d in discs] + [(n - 1, edge_high)]
+    guessed = {d for d in discs if d in inferred}
     segments: list[Segment] = []
     for (a, a_seen), (b, b_seen) in zip(bounds[:-1], bounds[1:]):
         if b - a < 2:
@@ -99,17 +161,21 @@ def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
         plateau = float(np.percentile(inner, 75))
         if plateau < lo + 0.5 * amp:
             continue  # soft stretch (the track left the bone, or the edge of the scan)
-        if a_seen:
+        if a in guessed:
+            bottom = float(zg[a]) + DISC_GUESS_MM / 2
+        elif a_seen:
             bottom = _crossing(zg, q, a, b, (q[a] + plateau) / 2)
         else:
             bottom = float(zg[0])
-        if b_seen:
+        if b in guessed:
+            top = float(zg[b]) - DISC_GUESS_MM / 2
+        elif b_seen:
             top = _crossing(zg, q, b, a, (q[b] + plateau) / 2)
         else:
             top = float(zg[-1])
         if bottom is None or top is None or top - bottom < 3.0:
             continue
-        seg = Segment(bottom, top, a_seen, b_seen)
+        seg = Segment(bottom, top, a_seen, b_seen, inferred=(a in guessed or b in guessed))
         if seg.complete and seg.height_mm < MIN_BODY_MM:
             continue
         segments.append(seg)

@@ -36,7 +36,11 @@ def _client(node: PacsNode):
         session.verify = str(node.tls.ca_file)
     if node.tls is not None and node.tls.cert_file is not None:
         session.cert = (str(node.tls.cert_file), str(node.tls.key_file))
-    return DICOMwebClient(url=node.dicomweb_url.rstrip("/"), session=session, timeout=node.timeout_s)
+    client = DICOMwebClient(url=node.dicomweb_url.rstrip("/"), session=session, timeout=node.timeout_s)
+    # dicomweb-client retries every failure (even "connection refused") for ~30 s; fail fast and
+    # let the caller decide (the node retries whole jobs with its own back-off).
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _wrap(node: PacsNode, what: str, exc: Exception) -> PacsError:

@@ -3,10 +3,14 @@
 Used by the demo, the unit tests, the L3-finder evaluation, the benchmarks and as the
 training data of the segmentation model. See docs/phantom.md.
 
-    >>> from sarcoscope.phantom import PhantomParams, make_slice
-    >>> s = make_slice(PhantomParams(seed=1), level="L3")
-    >>> s.hu.shape, s.labels.max() <= 4
-    ((512, 512), True)
+Example::
+
+    from sarcoscope.phantom import PhantomParams, make_slice, random_params
+    s = make_slice(random_params(np.random.default_rng(1)), level="L3")
+    s.hu, s.labels, s.areas_cm2      # float32 HU, uint8 labels 0..4, truth areas
+
+``structures.COMPARTMENT`` (structure id → 1 muscle envelope / 3 visceral fat / 4 SAT) is
+part of the public contract: the training pipeline derives its targets from it.
 """
 
 from .params import SLICE_LEVELS, PhantomParams, SpineParams, random_params, random_spine

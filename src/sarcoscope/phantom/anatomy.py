@@ -204,8 +204,10 @@ class Subject:
         n_l = self.spine.n_lumbar
         free = 1.0 - p.vat_fraction
         # colon: ascending (right), descending (left), transverse (anterior), sigmoid (pelvis)
-        loops.append(("colon", -2.75, 0.75, (1.5, n_l + 1.0), rng.uniform(17, 28)))  # ascending: angle from +x
-        loops.append(("colon", -0.35, 0.78, (0.2, n_l + 0.6), rng.uniform(13, 22)))
+        # angles from +x (patient left), y posterior: ascending colon in the right paracolic
+        # gutter, descending in the left, both a little posterior of the mid-coronal plane
+        loops.append(("colon", PI - rng.uniform(0.05, 0.45), rng.uniform(0.65, 0.8), (1.5, n_l + 1.0), rng.uniform(17, 28)))
+        loops.append(("colon", rng.uniform(0.0, 0.4), rng.uniform(0.68, 0.82), (0.2, n_l + 0.6), rng.uniform(13, 22)))
         ts = rng.uniform(1.3, 3.2)
         loops.append(("colon", -HALF_PI + rng.normal(0, 0.3), 0.62, (ts - 0.7, ts + 0.7), rng.uniform(15, 25)))
         loops.append(("colon", -0.9, 0.5, (n_l + 0.5, n_l + 3.0), rng.uniform(14, 22)))
@@ -633,7 +635,7 @@ class Subject:
                 cv.paint(inside(blob_mask(g, gl), fascia_full), H[S.GLUTEAL], S.GLUTEAL)
         # ---- no visceral fat behind the spine between the paraspinal muscles: that is IMAT
         sidr = cv.sid[rs, cs]
-        post = (sidr == S.VAT) & (y > y_post + 4) & (np.abs(x) < 45.0 * ms**0.6)
+        post = (sidr == S.VAT) & (y > y_tp + 4) & (np.abs(x) < 45.0 * ms**0.6)
         sidr[post] = S.IMAT
         return {"body": body_full, "fascia": fascia_full, "region": (rs, cs)}
 

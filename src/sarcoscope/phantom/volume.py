@@ -67,6 +67,15 @@ class _Layer(Canvas):
         self.alpha = np.zeros((grid.rows, grid.cols), dtype=np.float32)
         self.box: list[int] | None = None  # r0, r1, c0, c1 of everything painted
 
+    def clear(self) -> None:
+        """Make the layer transparent again (only the painted box is reset)."""
+        if self.box is not None:
+            r0, r1, c0, c1 = self.box
+            self.hu[r0:r1, c0:c1] = 0.0
+            self.sid[r0:r1, c0:c1] = 0
+            self.alpha[r0:r1, c0:c1] = 0.0
+            self.box = None
+
     def paint(self, region, value, sid: int, where=None) -> None:
         if region is None:
             return
@@ -216,6 +225,7 @@ def make_volume(
     else:
         outside = None
     img = np.empty((rows, cols), dtype=np.float32)
+    layer = _Layer(grid)
     for k, z in enumerate(zs):
         f = (z - tz[0]) / step
         a = int(min(max(math.floor(f), 0), len(tz) - 2))
@@ -225,7 +235,7 @@ def make_volume(
         near = a if w < 0.5 else a + 1
         sid = temps_sid[near].copy()
         fr = subject.frame(float(z))
-        layer = _Layer(grid)
+        layer.clear()
         metal = subject.paint_bones(layer, fr, thickness)
         if layer.box is not None:
             r0, r1, c0, c1 = layer.box

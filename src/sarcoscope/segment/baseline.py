@@ -1,33 +1,40 @@
 """The classical baseline segmenter: Alberta-protocol HU thresholds plus simple anatomy.
 
 This is the reference the trained model must beat, so it is kept honest and explainable:
-every step is a threshold, a morphological operation or a ray cast, with its parameters in
-millimetres (so pixel spacings of 0.5–3 mm behave alike). See ``docs/baseline.md`` for the
-algorithm, the parameters and the known failure modes.
+every step is a threshold, a morphological operation or a ray cast, with its sizes in
+millimetres (pixel spacings of 0.5–3 mm behave alike). ``docs/baseline.md`` describes the
+algorithm, its parameters, measured accuracy and known failure modes.
 
 Outline
 -------
-1. Body: HU > −500, largest connected component after an opening that cuts the table,
-   blankets and arms touching by thin bridges; holes (bowel gas) filled. The outer
-   ``skin_mm`` are skin and never labelled.
-2. Classes by HU (on a lightly smoothed copy for the anatomy, raw HU for the final labels):
-   fat −190…−30, soft tissue (muscle range) −29…+150, dense > 150, gas < −190.
-3. Vertebra: the largest dense component (closed, holes filled) near the body's midline in
-   its posterior half.
-4. Outer muscle wall: rays cast from the body centre; on each ray, walking inward from the
-   skin, the first run of soft/dense tissue at least ``wall_run_mm`` long is the outer
-   surface of the abdominal / back muscle wall. The radius profile is cleaned over angle
-   (an opening removes narrow spurious hits in the fat, a closing bridges the linea alba and
-   other narrow gaps). Fat outside this contour is SAT.
-5. Muscle: (a) the wall band — from the outer wall surface inward along each ray while the
-   tissue stays soft (fat or dense gaps up to ``wall_gap_mm`` allowed), at most
-   ``wall_max_mm`` deep, narrow thickness spikes (bowel touching the wall) removed over
-   angle; (b) around the vertebra — soft-tissue components (after a small opening) that touch
-   the vertebra or the wall band within a box around the spine that excludes the space in
-   front of the vertebral body (aorta, IVC): psoas, quadratus lumborum, paraspinals.
-   Everything else inside the wall (bowel, kidneys, liver, vessels) is never muscle.
-6. IMAT: fat inside the muscle envelope (muscle closed by ``imat_close_mm``, holes filled).
-   VAT: the remaining fat inside the wall contour.
+1. Body: HU > −500, largest connected component after an opening (on a ~2 mm grid) that
+   cuts the table, mattress, blankets and arms touching by thin bridges; holes filled. The
+   outer ``skin_mm`` (at least one pixel) are skin and never labelled; the image edge of a
+   body cut off by the field of view is not treated as skin.
+2. Anatomy is found on smoothed copies whose smoothing grows until the spread of the fat
+   pixels reaches a target (measured, so correlated low-dose noise is handled); the final
+   labels use the raw HU and the Alberta windows (fat −190…−30, muscle −29…+150).
+3. Vertebra: the largest dense (> 150 HU) component, closed and hole-filled, in a window
+   around the midline behind the front quarter of the body.
+4. Outer muscle wall: 720 rays from the body centre; walking inward from the skin (a thin
+   soft layer followed by fat within ``skin_max_mm`` is skin), the first run of tissue
+   above ``wall_hu`` at least ``wall_run_mm`` long is the wall's outer surface. The radius
+   profile is cleaned over angle: a grey opening removes narrow outward spikes (a vessel or
+   septum in the fat), a grey closing bridges gaps (``wall_close_mm``; ``linea_alba_mm`` in
+   the anterior sector, where the linea alba can be wide). Fat outside the contour is SAT.
+5. Muscle: (a) the wall band: from the outer surface inward while the tissue stays
+   wall-like (gaps up to ``wall_gap_mm``), at most ``wall_max_mm``; capped runs (an organ
+   against the wall) are cut at the deepest fat plane; narrow thickness spikes are removed
+   over angle; thick blobs (an opening of ``organ_mm``: liver, spleen, kidney, fluid-filled
+   bowel) and tissue within ``gas_margin_mm`` of gas (bowel) are excluded. (b) around the
+   vertebra: behind the transverse-process line, soft-tissue components touching the
+   vertebra or the wall muscles (paraspinals, quadratus lumborum); in front of it, only
+   psoas cores (after a ``psoas_neck_mm`` erosion that cuts the neck to a kidney or bowel
+   loop) lying against the vertebral body; connectivity uses HU ≤ ``core_max_hu`` so an
+   enhancing kidney does not join. Nothing else inside the wall is ever muscle.
+6. IMAT: fat inside the muscle envelope (muscle closed by ``imat_close_mm``, enclosed holes
+   up to ``imat_hole_mm2`` filled). VAT: the remaining fat inside the wall contour, outside
+   the vertebra.
 """
 
 from __future__ import annotations
@@ -50,41 +57,47 @@ _OUT, _FAT, _SOFT, _DENSE, _GAS, _SPINE, _SKIN = 0, 1, 2, 3, 4, 5, 6
 
 @dataclass(frozen=True)
 class BaselineParams:
-    """Tunable constants of the baseline, in mm and HU (see docs/baseline.md)."""
+    """Tunable constants of the baseline, in mm and HU (docs/baseline.md explains each)."""
 
+    # body and skin
     body_hu: float = -500.0
-    body_open_mm: float = 6.0
+    body_open_mm: float = 6.0  # bridges thinner than 2x this (table, arms touching) are cut
     skin_mm: float = 1.5
-    skin_max_mm: float = 6.0
+    skin_max_mm: float = 6.0  # a soft layer at the surface thinner than this, then fat: skin
+    # smoothing for the anatomy (the labels use raw HU)
     smooth_sigma_mm: float = 0.6
-    dense_hu: float = 150.0
-    vertebra_min_mm2: float = 300.0
-    n_rays: int = 720
     target_noise_hu: float = 10.0
-    wall_hu: float = -50.0
+    wall_sigma_mm: float = 0.5
     wall_noise_hu: float = 8.0
     max_sigma_mm: float = 2.5
-    wall_sigma_mm: float = 0.5
+    dense_hu: float = 150.0
+    vertebra_min_mm2: float = 300.0
+    # the outer wall contour
+    n_rays: int = 720
+    wall_hu: float = -50.0
     wall_run_mm: float = 2.0
     wall_open_arc_mm: float = 12.0
     wall_close_mm: float = 12.0
     linea_alba_mm: float = 30.0
     linea_alba_deg: float = 35.0
-    wall_min_mm: float = 3.0
-    organ_mm: float = 12.0
-    imat_hole_mm2: float = 1000.0
+    # the wall band (abdominal wall muscles)
     wall_gap_mm: float = 2.5
     wall_max_mm: float = 35.0
+    wall_min_mm: float = 3.0
     wall_spike_arc_mm: float = 30.0
+    organ_mm: float = 12.0
+    gas_hu: float = -400.0
+    gas_margin_mm: float = 3.0
+    # muscles around the spine
     spine_open_mm: float = 1.5
     spine_anterior_mm: float = 10.0
     spine_lateral_mm: float = 40.0
     psoas_lateral_mm: float = 40.0
     psoas_neck_mm: float = 4.5
     core_max_hu: float = 100.0
+    # IMAT envelope and clean-up
     imat_close_mm: float = 3.0
-    gas_hu: float = -400.0
-    gas_margin_mm: float = 3.0
+    imat_hole_mm2: float = 1000.0
     min_muscle_mm2: float = 20.0
 
 
@@ -133,18 +146,6 @@ def _open(mask: np.ndarray, r_mm: float, spacing: tuple[float, float]) -> np.nda
     """Binary opening with a disk of radius r_mm (exact, via distance transforms)."""
     eroded = _edt(mask, spacing) > r_mm
     return ~(_edt(~eroded, spacing) > r_mm) & mask
-
-
-def _close(mask: np.ndarray, r_mm: float, spacing: tuple[float, float]) -> np.ndarray:
-    """Binary closing with a disk of radius r_mm (exact, via distance transforms).
-
-    The mask is padded first so that the dilation never reaches the array edge (where the
-    erosion could not take it back).
-    """
-    pad = (int(math.ceil(r_mm / spacing[0])) + 1, int(math.ceil(r_mm / spacing[1])) + 1)
-    padded = np.pad(mask, (pad[0:1] * 2, pad[1:2] * 2))
-    dilated = ~(_edt(~padded, spacing) > r_mm)
-    return (_edt(dilated, spacing) > r_mm)[pad[0]:-pad[0], pad[1]:-pad[1]]
 
 
 def body_mask(hu: np.ndarray, spacing: tuple[float, float], p: BaselineParams) -> np.ndarray:
