@@ -1,12 +1,12 @@
 """Read-time and peak-memory benchmark for sarcoscope.io against a naive pydicom reader.
 
-Usage: python bench_io.py [n_slices]   (median of 3 repeats; baseline in the same run)
+Usage: .venv/bin/python benchmarks/bench_io.py [n_slices]   (median of 3 repeats; baseline in the same run)
 """
 import gc, statistics, sys, tempfile, time, tracemalloc
 from pathlib import Path
 import numpy as np
 import pydicom
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.unit.test_io_factory
 from sarcoscope.io import discover_series, load_series, read_ct
 from tests.unit.test_io_factory import write_series
 

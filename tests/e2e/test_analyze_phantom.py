@@ -236,3 +236,21 @@ def test_zip_of_the_series_gives_the_same_slice(study, tmp_path):
     assert run("analyze", archive, "--out", out_z, "--slices", k, "--segmenter", "baseline") == 0
     assert run("analyze", study.dicom_dir, "--out", out_d, "--slices", k, "--segmenter", "baseline") == 0
     assert load(out_z)["slices"][0]["tissues"] == load(out_d)["slices"][0]["tissues"]
+
+
+def test_shipped_model_through_the_cli(study, tmp_path):
+    """The default segmenter once the trained model ships: named with its hash in result.json,
+    areas within 10 % of the phantom truth (the model card reports the precise accuracy)."""
+    from sarcoscope.pipeline import default_model_path
+    from tests.conftest import require
+
+    path = default_model_path()
+    require(path is not None and path.is_file(), f"shipped ONNX model at {path}")
+    out = tmp_path / "out"
+    assert run("analyze", study.dicom_dir, "--out", out, "--slices", study.l3) == 0
+    doc = load(out)
+    assert doc["segmenter"]["sha256"] and not doc["segmenter"]["name"].startswith("baseline")
+    assert not any("no trained model" in w for w in doc["warnings"])
+    t, truth = doc["slices"][0]["tissues"], study.true_areas_cm2(study.l3)
+    for key in ("muscle", "vat", "sat"):
+        assert abs(t[key]["area_cm2"] - truth[key]) <= 0.10 * truth[key], (key, t[key], truth[key])

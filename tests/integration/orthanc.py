@@ -267,7 +267,8 @@ def orthanc(tmp_path_factory, pacs_peers) -> OrthancServer:
 def write_phantom_series(
     out_dir: Path, n_slices: int = 7, *, seed: int = 0, study_uid: str | None = None,
     patient_id: str = "PHANTOM-1", accession: str = "PH0001", modality: str = "CT",
-    distinct_slices: int = 7,
+    distinct_slices: int = 7, image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    description: str = "PHANTOM ABDOMEN 3mm",
 ) -> tuple[list[Path], str, str]:
     """A synthetic abdominal series (sarcoscope.phantom slices around L3) written with pydicom.
 
@@ -306,8 +307,8 @@ def write_phantom_series(
         ds.PatientBirthDate, ds.StudyDate, ds.StudyTime, ds.StudyID = "19700101", "20240315", "101500", "1"
         ds.ReferringPhysicianName, ds.PositionReferenceIndicator = "", ""
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, 3, k + 1
-        ds.SeriesDescription, ds.Manufacturer = "PHANTOM ABDOMEN 3mm", "sarcoscope-phantom"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SeriesDescription, ds.Manufacturer = description, "sarcoscope-phantom"
+        ds.ImageType = list(image_type)
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [-(cols - 1) * dx / 2, -(rows - 1) * dy / 2, -150.0 + 3.0 * k]
         ds.PixelSpacing, ds.SliceThickness = [f"{dy:.6f}", f"{dx:.6f}"], "3"

@@ -176,7 +176,7 @@ def test_liver_auto_reports_l3_not_found_and_sends_nothing(node, local, liver, o
     from sarcoscope.cli.pacs import run_pacs_analysis
 
     before = orthanc.series_in_study(liver["study"])
-    with pytest.raises(L3NotFound, match=r"L3 (not found|is not in the scan).*L3 lies below the scan.*--slices"):
+    with pytest.raises(L3NotFound, match=r"L3 (not found|is not in the scan).*--slices"):
         run_pacs_analysis(node, local, _settings(None), accession="LD0001", via="get", send_back=True,
                           out_dir=tmp_path / "out")
     assert orthanc.series_in_study(liver["study"]) == before  # nothing sent
@@ -258,6 +258,20 @@ def test_study_without_ct(node, local, orthanc, tmp_path) -> None:
     with pytest.raises(PacsError, match=rf"study {mr['study']} has no CT series.*MR .*2 images"):
         run_pacs_analysis(node, local, _settings("0"), accession="MR0001", send_back=True)
     assert _ours(orthanc, mr["study"]) == []
+
+
+def test_scout_with_more_images_is_not_chosen(node, local, orthanc, tmp_path) -> None:
+    from sarcoscope.cli.pacs import run_pacs_analysis
+
+    # an unlabelled scout series (description says nothing) with more images than the axial one
+    _, study, scout = write_phantom_series(tmp_path / "scout", n_slices=6, distinct_slices=1, accession="SC0001",
+                                           image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), description="ABDOMEN")
+    storescu(orthanc, sorted((tmp_path / "scout").glob("*.dcm")))
+    files, _, axial = write_phantom_series(tmp_path / "axial", n_slices=3, distinct_slices=3, study_uid=study,
+                                           accession="SC0001")
+    storescu(orthanc, files)
+    run = run_pacs_analysis(node, local, _settings("1"), accession="SC0001", via="get", out_dir=tmp_path / "o")
+    assert run.series_uid == axial and run.n_retrieved == 3
 
 
 class _CuttingProxy:

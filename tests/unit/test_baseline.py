@@ -259,6 +259,7 @@ def test_phantom_dice_over_random_bodies():
 
 if __name__ == "__main__":  # the numbers in docs/baseline.md
     import argparse
+    import math
     import time
 
     from sarcoscope.phantom import make_slice, random_params
@@ -273,9 +274,11 @@ if __name__ == "__main__":  # the numbers in docs/baseline.md
     res, cpu_ms, cpu_ms_512 = [], [], []
     for _ in range(args.phantoms):
         ps = make_slice(random_params(rng), level=args.level)
-        t0 = time.process_time()
-        out = seg.segment(ps.hu, ps.pixel_spacing_mm)
-        dt = (time.process_time() - t0) * 1000
+        dt = math.inf
+        for _ in range(3):  # best of 3: the machine is shared, contention only adds time
+            t0 = time.process_time()
+            out = seg.segment(ps.hu, ps.pixel_spacing_mm)
+            dt = min(dt, (time.process_time() - t0) * 1000)
         cpu_ms.append(dt)
         if ps.hu.shape == (512, 512):
             cpu_ms_512.append(dt)
@@ -285,6 +288,6 @@ if __name__ == "__main__":  # the numbers in docs/baseline.md
     for k in res[0]:
         v = np.array([r[k] for r in res])
         print(f"{k:7s} {v.mean():.3f}  {np.median(v):.3f}   {np.percentile(v, 10):.3f}  {v.min():.3f}")
-    print(f"segment CPU time per slice: median {np.median(cpu_ms):.0f} ms (all), "
+    print(f"segment CPU time per slice (best of 3, process_time): median {np.median(cpu_ms):.0f} ms (all), "
           f"{np.median(cpu_ms_512) if cpu_ms_512 else float('nan'):.0f} ms "
           f"(512x512, n={len(cpu_ms_512)}), max {max(cpu_ms):.0f} ms")

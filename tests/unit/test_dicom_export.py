@@ -280,3 +280,15 @@ def test_secondary_capture_marked_and_in_study(tmp_path: Path) -> None:
     assert (banner == (255, 255, 255)).all(axis=-1).any()  # with white text
     np.testing.assert_array_equal(px[px.shape[0] - 60:], rgb)  # picture unchanged below it
     assert WARNING_TEXT.startswith("NOT FOR DIAGNOSTIC USE")
+
+
+def test_secondary_capture_references_the_shown_slice(tmp_path: Path) -> None:
+    from sarcoscope.export.secondary_capture import build_secondary_capture
+
+    paths, hu, affine = write_ct_series(tmp_path / "ct")
+    result = make_result(paths, hu, affine, indices=(0, 2))
+    rgb = np.zeros((20, 20, 3), dtype=np.uint8)
+    assert build_secondary_capture(result, rgb).SourceImageSequence[0].ReferencedSOPInstanceUID == \
+        result.volume.slice_uids[0]
+    sc = build_secondary_capture(result, rgb, shown_index=2)
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == result.volume.slice_uids[2]

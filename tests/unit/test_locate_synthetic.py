@@ -101,8 +101,12 @@ def make_spine_volume(
                 z_head = bottom + 0.7 * (top - bottom)
                 t = np.linspace(0, 1, 160)
                 for side in (-1.0, 1.0):
-                    px = side * (22 + 118 * np.sin(t * np.pi / 2))
-                    py = (yc + 24) - 130 * (1 - np.cos(t * np.pi / 2)) + 20 * np.sin(t * np.pi)
+                    # From the transverse process back and out to the rib angle, then forward.
+                    px = side * (35 + 105 * np.sin(t * np.pi / 2))
+                    py = (
+                        yc + 28 + 35 * np.sin(np.minimum(t / 0.25, 1.0) * np.pi / 2)
+                        - 160 * (1 - np.cos(t * np.pi / 2))
+                    )
                     pz = z_head - 45 * t
                     sel = np.abs(pz - zz) <= 4.5
                     for qx, qy in zip(px[sel][::4], py[sel][::4]):
@@ -111,7 +115,7 @@ def make_spine_volume(
         if zz <= sacrum_top:
             depth = sacrum_top - zz
             if depth <= 90:
-                sy = yc + 0.6 * depth
+                sy = yc + 0.3 * depth
                 half_w = 50.0 - 0.35 * depth
                 img[(np.abs(x) <= half_w) & (np.abs(y - sy) <= 15)] = 300.0
                 img[(np.abs(x) <= 8) & (np.abs(y - (sy + 18)) <= 3)] = 10.0  # sacral canal

@@ -165,6 +165,26 @@ def test_choose_series_explains_when_nothing_fits() -> None:
         choose_series([_s("1", "CT", "Scout", 2)], "1.2")
 
 
+def test_choose_series_probes_image_type_and_orientation() -> None:
+    from sarcoscope.pacs.dimse import InstanceBrief
+    from sarcoscope.pacs.workflow import choose_series
+
+    axial = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    coronal = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+    briefs = {
+        "big-scout": [InstanceBrief("1", ("ORIGINAL", "PRIMARY", "LOCALIZER"), axial)] * 3,
+        "coronal": [InstanceBrief("1", ("DERIVED", "SECONDARY"), coronal)] * 3,
+        "axial": [InstanceBrief("1", ("ORIGINAL", "PRIMARY", "AXIAL"), axial)] * 3,
+    }
+    series = [_s("big-scout", "CT", "Abdomen", 500), _s("coronal", "CT", "Abdomen", 400), _s("axial", "CT", "Abdomen", 300)]
+    probe = lambda s: briefs[s.series_uid]  # noqa: E731
+    assert choose_series(series, "1.2", probe=probe).series_uid == "axial"
+    with pytest.raises(PacsError, match=r"rejected CT .*500 images\): 3 of 3 images are LOCALIZER .*not axial"):
+        choose_series(series[:2], "1.2", probe=probe)
+    # a PACS that does not answer these attributes: fall back to the series-level choice
+    assert choose_series(series, "1.2", probe=lambda s: []).series_uid == "big-scout"
+
+
 # -- our storage SCP: plain and TLS -------------------------------------------------------------
 def test_scp_echo_and_store_roundtrip(tmp_path: Path) -> None:
     from tests.unit.test_dicom_export import write_ct_series
@@ -210,6 +230,14 @@ def test_tls_echo(tmp_path: Path) -> None:
     with StorageSCP(local, tmp_path / "in") as scp:
         tls_node = PacsNode("tls", "SARCO", "127.0.0.1", scp.port, tls=TlsSettings(ca_file=ca), timeout_s=5)
         assert dimse.echo(tls_node, "ANY") > 0
+        from sarcoscope.cli.main import main  # the same from the command line, no node configured
+
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[local]\nwork_dir = "{tmp_path / "w"}"\n')
+        base = ["pacs", "echo", "adhoc", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(scp.port),
+                "--aet", "SARCO"]
+        assert main(base + ["--tls-ca", str(ca)]) == 0
+        assert main(base) == 6  # plain DICOM to a TLS-only SCP: PACS error exit code
         plain = PacsNode("plain", "SARCO", "127.0.0.1", scp.port, timeout_s=3)
         with pytest.raises(PacsError, match=r"cannot connect to PACS plain"):
             dimse.echo(plain, "ANY")
@@ -252,3 +280,43 @@ def test_node_job_outcomes_without_network(tmp_path: Path) -> None:
     assert calls == {"process": 2, "send": 2}
     assert [j.study_uid for j in node.queue.jobs("failed")] == ["1.2.9", "1.2.3"]  # max_attempts reached
     assert [e["event"] for e in read_audit(tmp_path / "audit.jsonl")] == ["failed", "analysed", "retry", "failed"]
+
+
+def test_scp_refuses_instance_with_path_like_uid(tmp_path: Path) -> None:
+    import warnings
+
+    from pydicom import dcmread
+
+    from sarcoscope.pacs import dimse
+    from sarcoscope.pacs.scp import StorageSCP
+    from tests.unit.test_dicom_export import write_ct_series
+
+    paths, _, _ = write_ct_series(tmp_path / "ct", n=1)
+    ds = dcmread(paths[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid UI value: that is the point
+        ds.StudyInstanceUID = "../../escape"
+        ds.save_as(tmp_path / "evil.dcm")
+    local = LocalNode(ae_title="SARCO", port=_free_port(), work_dir=tmp_path)
+    with StorageSCP(local, tmp_path / "in") as scp:
+        node = PacsNode("me", "SARCO", "127.0.0.1", scp.port, timeout_s=5)
+        with pytest.raises(PacsError, match=r"C-STORE of evil\.dcm .* status 0xC000") as info:
+            dimse.store_files(node, "SENDER", [tmp_path / "evil.dcm"])
+    assert info.value.status == 0xC000
+    assert scp.n_received == 0
+    assert not (tmp_path / "escape").exists() and not list(tmp_path.rglob("*escape*"))
+
+
+def test_cli_option_errors_before_any_network(tmp_path: Path, capsys) -> None:
+    from sarcoscope.cli.main import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[local]\nwork_dir = "{tmp_path / "w"}"\n[nodes.p]\nae_title = "P"\nhost = "127.0.0.1"\nport = 1\n')
+    assert main(["pacs", "find", "p", "--config", str(cfg), "--date-range", "2024-01-01"]) == 2
+    assert "--date-range '2024-01-01': use YYYYMMDD-YYYYMMDD" in capsys.readouterr().err
+    assert main(["pacs", "analyze", "p", "--config", str(cfg), "--study", "1.2.3", "--accession", "A1"]) == 2
+    assert "exactly one of --study UID or --accession" in capsys.readouterr().err
+    assert main(["pacs", "analyze", "p", "--config", str(cfg), "--study", "1.2.03"]) == 6
+    assert "'1.2.03' is not a valid DICOM UID" in capsys.readouterr().err
+    assert main(["node", "--config", str(cfg)]) == 2
+    assert "needs a node to send results to" in capsys.readouterr().err

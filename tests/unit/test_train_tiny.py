@@ -7,6 +7,9 @@ fat, or subcutaneous fat, then the same HU gating) by a clear margin in mean tis
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (shared CPUs)
 from dataclasses import replace
 from pathlib import Path
 

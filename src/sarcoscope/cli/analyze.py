@@ -240,18 +240,19 @@ def print_result(
            else "n/a (height unknown: give --height-cm)")
     console.print(f"skeletal muscle index: {smi};  VAT/SAT: {_f(sm.vat_sat_ratio, 2)}")
     ref = get_reference(result.reference)
-    console.print(f"reference: {ref.name} [{ref.key}]", markup=False)
+    console.print(f"reference: {ref.name} [{ref.key}]", markup=False, soft_wrap=True)
     for f in sm.flags:
         verdict = "[bold red]POSITIVE[/]" if f.positive else "[green]negative[/]"
         console.print(f"  {f.name}: {verdict}  ({f.value:.1f} vs cut-off {f.threshold:g} {f.unit})")
     for reason in summary.not_evaluated:
-        console.print(f"  [dim]not evaluated: {reason}[/]")
+        console.print(f"  not evaluated: {reason}", style="dim", markup=False, soft_wrap=True)
     seg = result.segmenter
     console.print(
         f"segmenter: {seg.name} {seg.version}" + (f" (sha256 {seg.sha256[:12]}…)" if seg.sha256 else "")
     )
     if volume.series.selection_reason:
-        console.print(f"series: {volume.series.selection_reason}", markup=False, style="dim")
+        console.print(f"series: {volume.series.selection_reason}", markup=False, style="dim",
+                      soft_wrap=True)
     for w in result.warnings:
         console.print(f"warning: {w}", markup=False, style="yellow", soft_wrap=True)
     if summary.n_slices > 1 and summary.n_slices <= 20:

@@ -64,7 +64,9 @@ def write_dicom_results(result: "AnalysisResult", out_dir: Path) -> list[Path]:
     headers = source_headers(result)
     seg = build_seg(result, headers)
     sr = build_sr(result, seg, headers)
-    sc = build_secondary_capture(result, out_dir / "overlay.png", headers)
+    from sarcoscope.render.overlay import primary_index
+
+    sc = build_secondary_capture(result, out_dir / "overlay.png", headers, shown_index=primary_index(result))
     return [
         save_dataset(seg, out_dir / "seg.dcm"),
         save_dataset(sr, out_dir / "sr.dcm"),
@@ -114,7 +116,8 @@ def run_pacs_analysis(
         study = uids[0]
     else:
         study = dimse.resolve_study(node, local.ae_title, study_uid=study_uid, accession=accession)
-    series = workflow.choose_series(workflow.list_series(node, local, study, via), study)
+    series = workflow.choose_series(workflow.list_series(node, local, study, via), study,
+                                    probe=workflow.series_probe(node, local, via))
     timings["query"] = time.perf_counter() - t0
     log.info("study %s: analysing %s", study, series.describe())
 
@@ -149,12 +152,16 @@ def run_pacs_analysis(
 
 # ------------------------------------------------------------------------------ options
 def _load(config: Path | None, node_name: str | None, host, port, aet, dicomweb_url, calling_aet, local_port=None,
-          work_dir=None):
-    from sarcoscope.pacs.config import load_config, local_with_overrides, node_with_overrides
+          work_dir=None, tls_ca=None, tls_cert=None, tls_key=None):
+    from dataclasses import replace
+
+    from sarcoscope.pacs.config import TlsSettings, load_config, local_with_overrides, node_with_overrides
 
     cfg = load_config(config)
     node = node_with_overrides(cfg, node_name, host=host, port=port, ae_title=aet,
                                dicomweb_url=dicomweb_url) if node_name else None
+    if node is not None and (tls_ca or tls_cert or tls_key):
+        node = replace(node, tls=TlsSettings(ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key))
     local = local_with_overrides(cfg, ae_title=calling_aet, port=local_port, work_dir=work_dir)
     return cfg, node, local
 
@@ -165,6 +172,9 @@ PORT_OPT = typer.Option(None, "--port", help="Override the node's DICOM port.")
 AET_OPT = typer.Option(None, "--aet", help="Override the node's (called) AE title.")
 WEB_OPT = typer.Option(None, "--dicomweb-url", help="Override the node's DICOMweb base URL.")
 CALLING_OPT = typer.Option(None, "--calling-aet", help="Our AE title (default [local] ae_title).")
+TLS_CA_OPT = typer.Option(None, "--tls-ca", help="Use DICOM TLS; verify the PACS with this CA file (also HTTPS).")
+TLS_CERT_OPT = typer.Option(None, "--tls-cert", help="Our client certificate for TLS.")
+TLS_KEY_OPT = typer.Option(None, "--tls-key", help="Key of --tls-cert.")
 
 
 def _console():
@@ -180,12 +190,14 @@ def echo_command(
     node: str = typer.Argument(..., help="Node name from the configuration."),
     config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
     aet: Optional[str] = AET_OPT, calling_aet: Optional[str] = CALLING_OPT,
+    tls_ca: Optional[Path] = TLS_CA_OPT, tls_cert: Optional[Path] = TLS_CERT_OPT, tls_key: Optional[Path] = TLS_KEY_OPT,
 ) -> None:
     """C-ECHO a PACS node: checks network, AE titles and that it answers."""
     from sarcoscope.pacs.audit import AuditLog
     from sarcoscope.pacs.dimse import echo
 
-    _, pnode, local = _load(config, node, host, port, aet, None, calling_aet)
+    _, pnode, local = _load(config, node, host, port, aet, None, calling_aet, tls_ca=tls_ca, tls_cert=tls_cert,
+                            tls_key=tls_key)
     ms = echo(pnode, local.ae_title)
     AuditLog(local.audit_path).record("echo", node=pnode.name, ms=round(ms, 1))
     _console().print(f"C-ECHO {pnode.describe()} from {local.ae_title}: OK in {ms:.0f} ms")
@@ -200,6 +212,7 @@ def find_command(
     web: bool = typer.Option(False, "--web", help="Query by QIDO-RS instead of C-FIND."),
     config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
     aet: Optional[str] = AET_OPT, dicomweb_url: Optional[str] = WEB_OPT, calling_aet: Optional[str] = CALLING_OPT,
+    tls_ca: Optional[Path] = TLS_CA_OPT, tls_cert: Optional[Path] = TLS_CERT_OPT, tls_key: Optional[Path] = TLS_KEY_OPT,
 ) -> None:
     """Find studies (C-FIND or QIDO-RS) and print them as a table."""
     import re
@@ -217,7 +230,8 @@ def find_command(
         if not m:
             raise ConfigError(f"--date-range {date_range!r}: use YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD")
         date_from, date_to = (m.group(3), m.group(3)) if m.group(3) else (m.group(1), m.group(2))
-    _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet)
+    _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, tls_ca=tls_ca,
+                            tls_cert=tls_cert, tls_key=tls_key)
     query = dimse.StudyQuery(patient_id=patient_id, accession=accession, date_from=date_from,
                              date_to=date_to, modality=modality)
     if web:
@@ -260,6 +274,7 @@ def analyze_pacs_command(
     local_port: Optional[int] = typer.Option(None, "--local-port", help="Our storage SCP port for --via move."),
     config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
     aet: Optional[str] = AET_OPT, dicomweb_url: Optional[str] = WEB_OPT, calling_aet: Optional[str] = CALLING_OPT,
+    tls_ca: Optional[Path] = TLS_CA_OPT, tls_cert: Optional[Path] = TLS_CERT_OPT, tls_key: Optional[Path] = TLS_KEY_OPT,
 ) -> None:
     """Retrieve the study's CT series from the PACS, analyse it, optionally send the results back."""
     from sarcoscope.cli.analyze import print_result
@@ -268,7 +283,8 @@ def analyze_pacs_command(
 
     if bool(study) == bool(accession):
         raise ConfigError("give exactly one of --study UID or --accession NUMBER")
-    _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, local_port, work_dir)
+    _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, local_port, work_dir,
+                            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     settings = AnalysisSettings(slices=slices, segmenter=segmenter, height_cm=height_cm, weight_kg=weight_kg,
                                 sex=sex, reference=reference)
     run = run_pacs_analysis(pnode, local, settings, study_uid=study, accession=accession, via=via.value,
@@ -290,6 +306,9 @@ def node_command(
     port: Optional[int] = typer.Option(None, "--port", help="Our storage SCP port (default [local] port)."),
     ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (default [local] ae_title)."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir"),
+    bind: Optional[str] = typer.Option(None, "--bind", help="Address to listen on (default [local] bind)."),
+    allow_aet: Optional[list[str]] = typer.Option(None, "--allow-aet", help="Allowed calling AE title (repeat)."),
+    allow_peer: Optional[list[str]] = typer.Option(None, "--allow-peer", help="Allowed peer address (repeat)."),
     quiet_period_s: Optional[float] = typer.Option(None, "--quiet-period-s", help="Seconds without new images = study complete."),
     slices: Optional[str] = typer.Option(None, "--slices", help="Analyse these slices instead of finding L3."),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help="baseline or model."),
@@ -308,7 +327,9 @@ def node_command(
 
     cfg = load_config(config)
     local = local_with_overrides(cfg, port=port, ae_title=ae_title, work_dir=work_dir, quiet_period_s=quiet_period_s,
-                                 send_back_to=send_to)
+                                 send_back_to=send_to, bind=bind,
+                                 allowed_calling_aets=tuple(allow_aet) if allow_aet else None,
+                                 allowed_peers=tuple(allow_peer) if allow_peer else None)
     if not local.send_back_to:
         raise ConfigError("sarcoscope node needs a node to send results to: --send-to NODE or [local] send_back_to")
     target = cfg.node(local.send_back_to)

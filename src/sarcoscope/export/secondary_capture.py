@@ -43,12 +43,20 @@ def mark_not_for_diagnosis(rgb: np.ndarray) -> np.ndarray:
 
 
 def build_secondary_capture(
-    result: AnalysisResult, picture: Path | np.ndarray, headers: Sequence[Dataset] | None = None
+    result: AnalysisResult, picture: Path | np.ndarray, headers: Sequence[Dataset] | None = None,
+    shown_index: int | None = None,
 ) -> Dataset:
-    """SC image (RGB) of ``picture`` (overlay.png path or an RGB array) in the source study."""
+    """SC image (RGB) of ``picture`` (overlay.png path or an RGB array) in the source study.
+
+    ``shown_index`` is the display slice the picture shows (default: the first analysed one);
+    the key image references that source image.
+    """
     import highdicom as hd
 
     headers = list(headers) if headers is not None else source_headers(result)
+    if shown_index is not None and shown_index in result.choice.indices:
+        first = result.choice.indices.index(shown_index)
+        headers = [headers[first]] + [h for i, h in enumerate(headers) if i != first]
     if isinstance(picture, (str, Path)):
         with Image.open(picture) as im:
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -84,6 +92,6 @@ def build_secondary_capture(
 
 def write_secondary_capture(
     result: AnalysisResult, picture: Path | np.ndarray, path: Path,
-    headers: Sequence[Dataset] | None = None,
+    headers: Sequence[Dataset] | None = None, shown_index: int | None = None,
 ) -> Path:
-    return save_dataset(build_secondary_capture(result, picture, headers), path)
+    return save_dataset(build_secondary_capture(result, picture, headers, shown_index), path)

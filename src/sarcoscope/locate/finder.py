@@ -41,7 +41,9 @@ MIN_AREA_MM2 = 12.0
 MIN_RIB_MM2 = 40.0
 #: Smallest bone area (mm²) per side for a sacral ala: the ala fills most of its window,
 #: while vessels, kidneys with contrast or a transverse process only touch it.
-MIN_ALA_MM2 = 100.0
+MIN_ALA_MM2 = 50.0
+#: Height (mm) at the top of a body over which alae are looked for.
+ALA_TOP_MM = 40.0
 #: Share of a body's slices that must show the feature for the body to carry it.
 RIB_SHARE = 0.35
 ALA_SHARE = 0.5
@@ -92,7 +94,9 @@ def _judge_bodies(
         # A body cut by the top of the scan is judged on what is seen of it.
         upper = seg.bottom_mm + 0.5 * seg.height_mm if seg.top_seen else seg.top_mm
         r = _share(z, rib, seg.bottom_mm, upper)
-        a = _share(z, ala, seg.bottom_mm, seg.top_mm)
+        # The alae flank the first sacral body: judge the top of the segment, which (the
+        # sacrum's segments being fused) may run far down.
+        a = _share(z, ala, max(seg.bottom_mm, seg.top_mm - ALA_TOP_MM), seg.top_mm)
         bodies.append(
             _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE)
         )

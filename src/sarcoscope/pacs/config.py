@@ -255,13 +255,10 @@ def node_with_overrides(
     dicomweb_url: str | None = None,
 ) -> PacsNode:
     """The named node with command-line overrides; an unknown name is fine if host+port are given."""
-    if name in config.nodes:
-        node = config.nodes[name]
-    elif host is not None and port is not None:
+    if name not in config.nodes and host is not None and port is not None:
         node = PacsNode(name=name, ae_title=ae_title or "ANY-SCP", host=host, port=port)
     else:
-        config.node(name)  # raises the helpful ConfigError
-        raise AssertionError("unreachable")
+        node = config.node(name)  # ConfigError naming the known nodes when unknown
     changes = {
         k: v
         for k, v in dict(host=host, port=port, ae_title=ae_title, dicomweb_url=dicomweb_url).items()

@@ -282,6 +282,38 @@ def find_series(node: PacsNode, calling_aet: str, study_uid: str) -> list[Series
     return out
 
 
+@dataclass(frozen=True)
+class InstanceBrief:
+    """What an instance-level query tells about an image without retrieving it."""
+
+    sop_uid: str
+    image_type: tuple[str, ...]
+    orientation: tuple[float, ...]  # ImageOrientationPatient, () when not answered
+
+
+def _brief(r: Dataset) -> InstanceBrief:
+    it = r.get("ImageType", "")
+    image_type = tuple(str(v).upper() for v in it) if not isinstance(it, str) else tuple(v for v in it.upper().split("\\") if v)
+    try:
+        iop = tuple(float(v) for v in (r.get("ImageOrientationPatient") or ()))
+    except (TypeError, ValueError):
+        iop = ()
+    return InstanceBrief(str(r.get("SOPInstanceUID", "")), image_type, iop if len(iop) == 6 else ())
+
+
+def find_instances(node: PacsNode, calling_aet: str, study_uid: str, series_uid: str) -> list[InstanceBrief]:
+    """Image-level C-FIND: ImageType and orientation of each instance (to reject scouts/reformats
+    before retrieving a single pixel)."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.StudyInstanceUID = check_uid(study_uid, "study UID")
+    ds.SeriesInstanceUID = check_uid(series_uid, "series UID")
+    ds.SOPInstanceUID = ""
+    ds.ImageType = ""
+    ds.ImageOrientationPatient = ""
+    return [_brief(r) for r in _find(node, calling_aet, ds)]
+
+
 def resolve_study(node: PacsNode, calling_aet: str, *, study_uid: str | None, accession: str | None) -> str:
     """The one StudyInstanceUID for ``--study`` or ``--accession`` (error if none or several)."""
     if study_uid:

@@ -16,7 +16,7 @@ from pydicom import Dataset, dcmread
 
 from sarcoscope.errors import PacsError
 from sarcoscope.pacs.config import PacsNode
-from sarcoscope.pacs.dimse import RetrieveStats, SeriesRecord, StudyQuery, StudyRecord
+from sarcoscope.pacs.dimse import InstanceBrief, RetrieveStats, SeriesRecord, StudyQuery, StudyRecord, _brief
 from sarcoscope.pacs.uids import check_uid
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,21 @@ def qido_series(node: PacsNode, study_uid: str) -> list[SeriesRecord]:
             body_part=str(ds.get("BodyPartExamined", "")),
         ))
     return out
+
+
+def qido_instances(node: PacsNode, study_uid: str, series_uid: str) -> list[InstanceBrief]:
+    """QIDO-RS instance search with ImageType and orientation (see ``dimse.find_instances``)."""
+    check_uid(study_uid, "study UID")
+    check_uid(series_uid, "series UID")
+    try:
+        items = _client(node).search_for_instances(
+            study_uid, series_uid, fields=["ImageType", "ImageOrientationPatient"]
+        )
+    except PacsError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(node, "QIDO-RS instance search", exc) from exc
+    return [_brief(_ds(item)) for item in items]
 
 
 def wado_series(node: PacsNode, study_uid: str, series_uid: str, folder: Path,

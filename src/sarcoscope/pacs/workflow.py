@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from sarcoscope.errors import PacsError
 from sarcoscope.pacs import dimse, web
 from sarcoscope.pacs.config import LocalNode, PacsNode
-from sarcoscope.pacs.dimse import RetrieveStats, SeriesRecord
+from sarcoscope.pacs.dimse import InstanceBrief, RetrieveStats, SeriesRecord
 from sarcoscope.pacs.scp import StorageSCP
 from sarcoscope.pacs.uids import check_uid, uid_path
 
@@ -42,22 +42,57 @@ def list_series(node: PacsNode, local: LocalNode, study_uid: str, via: Via) -> l
     return dimse.find_series(node, local.ae_title, study_uid)
 
 
-def choose_series(series: Sequence[SeriesRecord], study_uid: str) -> SeriesRecord:
+def instance_problem(briefs: Sequence[InstanceBrief]) -> str | None:
+    """Why a series' images are not axial cross-sections (None when they are, or when the PACS
+    did not answer these attributes: the reader then decides after retrieval)."""
+    if not briefs:
+        return None
+    scouts = sum(1 for b in briefs if "LOCALIZER" in b.image_type)
+    if scouts * 2 > len(briefs):
+        return f"{scouts} of {len(briefs)} images are LOCALIZER (scout)"
+    oriented = [b.orientation for b in briefs if b.orientation]
+    if oriented:
+        import numpy as np
+
+        normals = [np.cross(np.array(o[:3]), np.array(o[3:])) for o in oriented]
+        axial = sum(1 for n in normals if np.linalg.norm(n) > 0 and abs(n[2]) / np.linalg.norm(n) >= 0.8)
+        if axial * 2 <= len(oriented):
+            return f"{len(oriented) - axial} of {len(oriented)} images are not axial (orientation)"
+    return None
+
+
+def choose_series(
+    series: Sequence[SeriesRecord], study_uid: str,
+    probe: Callable[[SeriesRecord], Sequence[InstanceBrief]] | None = None,
+) -> SeriesRecord:
     """The axial CT series to analyse: modality CT, not a scout/reformat/dose page, most images.
 
-    Mirrors ``io.select_series`` but on C-FIND answers, so nothing else is retrieved; the reader
-    re-checks the real headers (orientation, ImageType) after retrieval.
+    Mirrors ``io.select_series`` on query answers, so nothing else is retrieved: series-level
+    attributes first, then (``probe``: an image-level query) ImageType and orientation of the
+    candidates, largest first. The reader re-checks the real headers after retrieval.
     """
     ct = [s for s in series if s.modality.upper() == "CT"]
     usable = [s for s in ct if not NOT_AXIAL.search(s.description or "")]
-    if not usable:
-        found = "; ".join(s.describe() for s in series) or "no series at all"
-        what = "no CT series" if not ct else "no axial CT series (only scouts, reformats or dose pages)"
-        raise PacsError(
-            f"study {study_uid} has {what} to analyse (found: {found}); body composition needs an "
-            "axial abdominal CT series"
-        )
-    return max(usable, key=lambda s: (s.n_instances or 0, -(s.number or 0)))
+    rejected: list[str] = []
+    for cand in sorted(usable, key=lambda s: (-(s.n_instances or 0), s.number or 0)):
+        problem = instance_problem(probe(cand)) if probe is not None else None
+        if problem is None:
+            return cand
+        rejected.append(f"{cand.describe()}: {problem}")
+    found = "; ".join(s.describe() for s in series) or "no series at all"
+    what = "no CT series" if not ct else "no axial CT series (only scouts, reformats or dose pages)"
+    detail = f"; rejected {'; '.join(rejected)}" if rejected else ""
+    raise PacsError(
+        f"study {study_uid} has {what} to analyse (found: {found}{detail}); body composition needs "
+        "an axial abdominal CT series"
+    )
+
+
+def series_probe(node: PacsNode, local: LocalNode, via: Via) -> Callable[[SeriesRecord], list[InstanceBrief]]:
+    """Image-level query of one series by the protocol matching ``via``."""
+    if via == "wado":
+        return lambda s: web.qido_instances(node, s.study_uid, s.series_uid)
+    return lambda s: dimse.find_instances(node, local.ae_title, s.study_uid, s.series_uid)
 
 
 def retrieve_series(

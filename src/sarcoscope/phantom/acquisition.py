@@ -24,7 +24,8 @@ def _freq(grid: Grid) -> np.ndarray:
     return np.sqrt(fx * fx + fy * fy).astype(np.float32)  # cycles/mm
 
 
-def kernel_filters(grid: Grid, sharpness: float, lowfreq: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def kernel_filters(grid: Grid, sharpness: float, lowfreq: float = 0.2,
+                   streak: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(MTF, sqrt(NPS)) on the rfft grid for this kernel.
 
     The noise spectrum is a filtered-back-projection ramp f·MTF(f)² (fine grain, negative
@@ -41,7 +42,15 @@ def kernel_filters(grid: Grid, sharpness: float, lowfreq: float = 0.2) -> tuple[
     low = np.exp(-2.0 * (math.pi * 3.0 * f) ** 2)
     ramp /= ramp.sum()
     low /= low.sum()
-    nps_sqrt = np.sqrt((1.0 - lowfreq) * ramp + lowfreq * low)
+    parts = (1.0 - lowfreq) * ramp + lowfreq * low
+    if streak > 0:
+        # lateral streaks (photon starvation through a wide body): power at fx ≈ 0, any fy
+        fy = np.abs(fft.fftfreq(grid.rows, d=grid.row_mm))[:, None]
+        fx = fft.rfftfreq(grid.cols, d=grid.col_mm)[None, :]
+        st = np.exp(-((fx / 0.01) ** 2)) * (fy + 0.02) * mtf**2
+        st /= st.sum()
+        parts = (1.0 - streak) * parts + streak * st
+    nps_sqrt = np.sqrt(parts)
     return mtf.astype(np.float32), nps_sqrt.astype(np.float32)
 
 
@@ -82,9 +91,10 @@ def acquire(
     air_noise_ratio: float = 0.5,
     filters: tuple[np.ndarray, np.ndarray] | None = None,
     lowfreq: float = 0.2,
+    streak: float = 0.0,
 ) -> np.ndarray:
     """Blur ``clean`` by the kernel's MTF and add kernel-shaped noise; returns float32 HU."""
-    mtf, nps = filters if filters is not None else kernel_filters(grid, sharpness, lowfreq)
+    mtf, nps = filters if filters is not None else kernel_filters(grid, sharpness, lowfreq, streak)
     img = fft.irfft2(fft.rfft2(clean) * mtf, s=clean.shape).astype(np.float32)
     if noise_sd > 0:
         n = correlated_noise(grid, nps, rng)

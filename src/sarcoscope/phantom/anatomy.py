@@ -170,6 +170,8 @@ class Subject:
         self.fat_planes = rng.uniform(0.4, 1.6) * (1.0 + 2.0 * p.imat_fraction)
         self.liver_tip_s = rng.uniform(1.8, 3.4)
         self.lung_s = rng.uniform(0.0, 0.8)
+        self.umbilicus_s = rng.uniform(3.2, 4.3)
+        self.umbilicus_w = rng.uniform(4.0, 9.0)
         self.liver_dome_s = rng.uniform(-3.5, -2.0)
         self.kidney_l = (rng.uniform(-1.0, -0.4), rng.uniform(2.6, 3.4))
         self.kidney_r = (self.kidney_l[0] + rng.uniform(0.1, 0.7), self.kidney_l[1] + rng.uniform(0.1, 0.6))
@@ -191,6 +193,10 @@ class Subject:
         self.cupping_hu = rng.uniform(0, 6)
         self.noise_body_ratio = rng.uniform(0.4, 0.9)
         self.noise_lowfreq = rng.uniform(0.1, 0.35)
+        self.paraspinal_fat = float(np.clip(0.004 * (p.age_years - 35) + 0.5 * p.imat_fraction
+                                            + rng.normal(0, 0.08), 0.0, 0.45))
+        # photon starvation in wide bodies: horizontal (lateral) noise streaks
+        self.noise_streak = float(np.clip((p.body_lateral_mm - 360.0) / 300.0, 0.0, 0.25) * rng.uniform(0.5, 1.0))
         # instrumented segment: always includes L3 (the level sarcoscope measures)
         self.metal_level = rng.uniform(2.6, 3.4)
         self.metal_half_span = rng.uniform(0.9, 1.8)
@@ -276,6 +282,13 @@ class Subject:
         sat = np.maximum(sat_s * np.clip(prof, 0.35, 2.0), 1.2)
         sat = np.minimum(sat, r_body * 0.6)
         r_fascia = r_body - skin - sat
+        # umbilicus: a skin notch into the anterior SAT at about L3-L4 (not in thin patients)
+        du = s - self.umbilicus_s
+        if abs(du) < 0.35 and p.sat_mm > 8:
+            depth = min(0.6 * float(sat[np.argmin(np.abs(theta + HALF_PI))]), 18.0) * (1.0 - abs(du) / 0.35)
+            arc0 = _wrap(theta + HALF_PI) * r_body
+            notch = depth * np.exp(-((arc0 / self.umbilicus_w) ** 2))
+            r_body = r_body - notch
         # Muscle wall thickness by angle from the anterior midline (arc length on the fascia).
         ms = p.muscle_scale
         kw = self.wall_knots(s)
@@ -588,10 +601,12 @@ class Subject:
                         p1 = (kx + ox * ca - oy * sa, ky + ox * sa + oy * ca)
                         cv.paint(inside(capsule_mask(g, p0[0], p0[1], p1[0], p1[1], 2.2)), H[S.KIDNEY_CORTEX], S.KIDNEY_CORTEX)
                     if 0.25 < t < 0.8:
-                        hx, hy = kx - side * 0.45 * rkx * ca, ky - 0.45 * rkx * abs(sa) - 3
-                        sinus = Blob(hx, hy, 0.5 * rkx, 0.5 * rky, ang, 2.0, ((2, 0.1, 0.0),))
+                        # sinus fat elongated along the kidney, reaching the medial hilum
+                        hx, hy = kx - side * 0.45 * rkx * ca, ky - 0.1 * rky
+                        sinus = Blob(hx, hy, 0.38 * rkx, 0.42 * rky, ang, 2.0, ((2, 0.1, 0.0), (3, 0.05, 0.0)))
                         cv.paint(inside(blob_mask(g, sinus)), H[S.RENAL_SINUS_FAT], S.RENAL_SINUS_FAT)
-                        cv.paint(inside(blob_mask(g, sinus.moved(dx=-side * 4, scale=0.45))), H[S.URINE], S.URINE)
+                        pel = sinus.moved(dx=-side * 0.25 * rkx, scale=0.45)
+                        cv.paint(inside(blob_mask(g, pel)), H[S.URINE], S.URINE)
         # ---- psoas (from T12/L1 down into the pelvis)
         if s > 0.4:
             rp = min(4.0 + 5.5 * (s - 0.4), 23.0 + 2.0 * min(max(s - 4.0, 0.0), 1.0))
@@ -619,12 +634,22 @@ class Subject:
                 iv = Blob(side * (4 + d * 0.9), ay + 13 + 0.3 * d, 8.0, 6.5)
                 cv.paint(inside(blob_mask(g, iv)), H[S.IVC], S.IVC)
         if 0.5 < s < n_l + 1:
-            n_v = int(rng.integers(4, 12))
+            # superior mesenteric artery / vein in front of the aorta, then mesenteric branches:
+            # dots and short in-plane segments scattered through the mesenteric fat
+            if s < n_l - 0.5:
+                cv.paint(inside(blob_mask(g, Blob(10.0, ay - self.aorta_r - 9, 3.5, 3.5))), H[S.AORTA], S.VESSEL)
+                cv.paint(inside(blob_mask(g, Blob(-4.0, ay - self.aorta_r - 11, 5.0, 4.5))), H[S.IVC], S.VESSEL)
+            n_v = int(rng.integers(6, 18))
             for _ in range(n_v):
-                vx = rng.normal(0, ai * 0.25)
+                vx = rng.normal(0, ai * 0.3)
                 vy = ay - rng.uniform(15, bi * 0.9)
-                rv = rng.uniform(1.2, 4.0)
-                cv.paint(inside(blob_mask(g, Blob(vx, vy, rv, rv))), H[S.VESSEL], S.VESSEL)
+                rv = rng.uniform(1.0, 3.0)
+                if rng.random() < 0.5:
+                    cv.paint(inside(blob_mask(g, Blob(vx, vy, rv, rv))), H[S.VESSEL], S.VESSEL)
+                else:
+                    L, a = rng.uniform(6, 25), rng.uniform(-PI, PI)
+                    cv.paint(inside(capsule_mask(g, vx, vy, vx + L * math.cos(a), vy + L * math.sin(a), rv * 0.7)),
+                             H[S.VESSEL], S.VESSEL)
         # ---- pelvis muscles: iliacus (inside the iliac wing), gluteals (outside it)
         if s > self.crest_s - 0.3:
             dz = float(np.clip((s - self.crest_s + 0.3) / 1.5, 0, 1))
@@ -658,6 +683,9 @@ class Subject:
             if content == "collapsed":
                 rr *= 0.55
             elong = lrng.uniform(1.4, 3.0) if (kind == "small" and lrng.random() < 0.35) else lrng.uniform(0.85, 1.2)
+            if kind == "small" and content != "faeces" and lrng.random() < 0.3:
+                self._paint_bent_loop(cv, lrng, inside, cx, cy, rr, content)
+                continue
             blob = Blob(cx, cy, rr * elong, rr * lrng.uniform(0.7, 1.05), lrng.uniform(-PI, PI), 2.0, harm)
             bd = blob_dist(g, blob)
             if bd is None:
@@ -686,6 +714,30 @@ class Subject:
                 gm = m * np.clip((lvl - y) / cv.grid.px + 0.5, 0, 1)
                 cv.paint(inside((rs, cs, gm.astype(np.float32))), H[S.GAS], S.GAS)
 
+    def _paint_bent_loop(self, cv: Canvas, lrng: np.random.Generator, inside, cx: float, cy: float,
+                         rr: float, content: str) -> None:
+        """A small-bowel loop cut along its length: a bent tube (wall + lumen capsules)."""
+        g, H = cv.grid, self.hu
+        rad = rr * lrng.uniform(1.3, 3.0)
+        a0 = lrng.uniform(-PI, PI)
+        span = lrng.uniform(0.8, 2.2)
+        angs = a0 + span * np.linspace(-0.5, 0.5, 4)
+        ox, oy = cx - rad * math.cos(a0), cy - rad * math.sin(a0)
+        pts = [(ox + rad * math.cos(a), oy + rad * math.sin(a)) for a in angs]
+        rw = rr * lrng.uniform(0.55, 0.8)
+        wall_t = 2.0 + (1.5 if content == "collapsed" else 0.0)
+        if content == "gas":
+            val, sid = H[S.GAS], S.GAS
+        elif content == "contrast":
+            val, sid = H[S.ORAL_CONTRAST] * lrng.uniform(0.5, 1.0), S.ORAL_CONTRAST
+        else:
+            val, sid = H[S.FLUID] + (20 if content == "collapsed" else 0), S.FLUID
+        for (x1, y1), (x2, y2) in zip(pts[:-1], pts[1:]):
+            cv.paint(inside(capsule_mask(g, x1, y1, x2, y2, rw)), H[S.BOWEL_WALL], S.BOWEL_WALL)
+        if rw - wall_t > 0.8:
+            for (x1, y1), (x2, y2) in zip(pts[:-1], pts[1:]):
+                cv.paint(inside(capsule_mask(g, x1, y1, x2, y2, rw - wall_t)), val, sid)
+
     def paint_bones(self, cv: Canvas, fr: Frame, thickness_mm: float = 1.0) -> list[tuple[float, float]]:
         """Vertebra or disc at z, posterior elements, ribs, sacrum, iliac wings, implant.
 
@@ -702,7 +754,7 @@ class Subject:
         trab = H[S.TRABECULAR]
         post_hu = 0.45 * cort + 0.55 * trab  # posterior elements: thin cortex around marrow
         # ---- vertebral body or disc
-        bean = ((2, -0.03, 0.0), (3, 0.0, 0.02))
+        bean = ((2, -0.03, 0.0), (3, 0.0, 0.06), (4, -0.02, 0.0))  # flat-to-concave back, rounded front
         if inside_v is not None and inside_v.region != "S":
             v = inside_v
             body = Blob(0.0, y_vb, vb_w / 2, vb_d / 2, 0.0, 2.3 if v.region == "L" else 2.0, bean)
@@ -928,6 +980,8 @@ class Subject:
             # marbling is patchy: more where the coarse field is high
             fld = fine + 0.45 * coarse
             fld = fld / 1.1
+            # fatty infiltration is worse in the paraspinal muscles of older and obese people
+            fld += _MARBLE_BIAS[cv.sid] * self.paraspinal_fat
             mar = np.clip((fld - thr) * 2.5 + 0.5, 0, 1)
             mar *= env
             cv.hu += mar * (H[S.IMAT] - cv.hu)
@@ -949,3 +1003,6 @@ MUSCLE_SIDS = tuple(int(s) for s in MUSCLE_ENVELOPE)
 _MARBLE_LUT = np.zeros(256, dtype=np.float32)
 for _s in (S.WALL, S.RECTUS, S.PSOAS, S.PARASPINAL, S.QL, S.LATISSIMUS, S.ILIACUS, S.GLUTEAL, S.CHEST_WALL):
     _MARBLE_LUT[_s] = 1.0
+_MARBLE_BIAS = np.zeros(256, dtype=np.float32)
+_MARBLE_BIAS[S.PARASPINAL] = 1.0
+_MARBLE_BIAS[S.QL] = 0.4

@@ -74,7 +74,8 @@ def render_slice(subject: Subject, grid: Grid, z_mm: float, rng: np.random.Gener
     if metal:
         cv.hu += metal_streaks(grid, metal, rng) * (body if body is not None else 1.0)
     img = acquire(cv.hu, grid, body, noise_sd=p.noise_sd, sharpness=p.kernel_sharpness, rng=rng,
-                  air_noise_ratio=subject.noise_body_ratio, lowfreq=subject.noise_lowfreq)
+                  air_noise_ratio=subject.noise_body_ratio, lowfreq=subject.noise_lowfreq,
+                  streak=subject.noise_streak)
     img = finish(img, grid, p.recon_circle)
     return img, cv.sid
 

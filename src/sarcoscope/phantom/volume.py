@@ -184,7 +184,7 @@ def make_volume(
     grid = grid_for(params)
     rows, cols = grid.rows, grid.cols
     rng = np.random.default_rng([params.seed, zlib.crc32(b"volume"), n])
-    mtf, nps = kernel_filters(grid, params.kernel_sharpness, subject.noise_lowfreq)
+    mtf, nps = kernel_filters(grid, params.kernel_sharpness, subject.noise_lowfreq, subject.noise_streak)
 
     # ---- soft-tissue templates (blurred) on a coarse z lattice
     step = max(float(template_step_mm), spacing)

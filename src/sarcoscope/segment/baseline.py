@@ -94,6 +94,7 @@ class BaselineParams:
     spine_lateral_mm: float = 40.0
     psoas_lateral_mm: float = 40.0
     psoas_neck_mm: float = 4.5
+    core_min_hu: float = -30.0  # raising it (e.g. 12) keeps ascites out but loses fatty muscle
     core_max_hu: float = 100.0
     # IMAT envelope and clean-up
     imat_close_mm: float = 3.0
@@ -480,7 +481,7 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     organ = _upsample(organ_c, f, hu.shape) & np.isin(cls, (_SOFT, _DENSE))
     # bowel: its wall and content lie next to gas; muscle never does
     gas = inner & (hu < p.gas_hu)
-    near_gas = ndi.binary_dilation(gas, _disk(p.gas_margin_mm, sp)) if gas.any() else gas
+    near_gas = _dilate(gas, p.gas_margin_mm, sp) if gas.any() else gas
     organ |= near_gas
     wall_tissue = inner & (sm > p.wall_hu) & (sm <= p.dense_hu)
     muscle = wall_tissue & wall_band & ~organ
@@ -492,9 +493,10 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
         if spine_zone.any():
             zb = _crop_box(spine_zone | vert, int(math.ceil(8.0 / min(sp))))
             spine_muscle = np.zeros_like(body)
-            # connectivity is judged on muscle-like HU only (<= core_max_hu): an enhancing
-            # kidney or bowel wall lying against the psoas must not join it
-            soft_core = soft_s & ~near_gas & (sm <= p.core_max_hu)
+            # connectivity is judged on muscle-like HU only (core_min_hu..core_max_hu): an
+            # enhancing kidney, or ascites / fluid-filled bowel, lying against a muscle must
+            # not join it
+            soft_core = soft_s & ~near_gas & (sm >= p.core_min_hu) & (sm <= p.core_max_hu)
             spine_muscle[zb] = _spine_muscles(vert[zb], vbody[zb], behind[zb], psoas[zb],
                                               soft_core[zb],
                                               (muscle & ~organ)[zb], sp, p)
@@ -504,9 +506,9 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     muscle = _drop_small(muscle, p.min_muscle_mm2, sp)
 
     # final labels on raw HU (Alberta thresholds), inside the anatomical compartments
-    disk = _disk(p.imat_close_mm, sp)
-    pad = max(disk.shape)
-    closed = ndi.binary_closing(np.pad(muscle, pad), disk)[pad:-pad, pad:-pad]
+    pad = int(math.ceil(p.imat_close_mm / min(sp))) + 1
+    closed = _erode(_dilate(np.pad(muscle, pad), p.imat_close_mm, sp), p.imat_close_mm, sp)
+    closed = closed[pad:-pad, pad:-pad]
     envelope = _fill_small_holes(closed, p.imat_hole_mm2, sp)
     envelope &= inside_wall
     if vert is not None:
@@ -534,6 +536,23 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
                          (cy + box[0].start, cx + box[1].start))
 
 
+def _dilate(mask: np.ndarray, r_mm: float, sp: tuple[float, float]) -> np.ndarray:
+    """Dilation by a disk of r_mm: a structuring element when small, a distance map when large
+    (its cost does not grow with the radius)."""
+    disk = _disk(r_mm, sp)
+    if max(disk.shape) <= 7:
+        return ndi.binary_dilation(mask, disk)
+    return ~(_edt(~mask, sp) > r_mm)
+
+
+def _erode(mask: np.ndarray, r_mm: float, sp: tuple[float, float]) -> np.ndarray:
+    """Erosion by a disk of r_mm (outside the array counts as background)."""
+    disk = _disk(r_mm, sp)
+    if max(disk.shape) <= 7:
+        return ndi.binary_erosion(mask, disk)
+    return _edt(np.pad(mask, 1), sp)[1:-1, 1:-1] > r_mm
+
+
 def _disk(r_mm: float, sp: tuple[float, float]) -> np.ndarray:
     """Elliptical structuring element of radius r_mm for pixel spacing sp."""
     ry, rx = max(0, int(r_mm / sp[0])), max(0, int(r_mm / sp[1]))
@@ -545,7 +564,7 @@ def _spine_muscles(vert: np.ndarray, vbody: np.ndarray, behind: np.ndarray, psoa
                    soft: np.ndarray,
                    wall_muscle: np.ndarray, sp: tuple[float, float], p: BaselineParams) -> np.ndarray:
     """Psoas, quadratus lumborum and paraspinals within the zones around the vertebra."""
-    near_vert = ndi.binary_dilation(vert, _disk(3.0, sp))
+    near_vert = _dilate(vert, 3.0, sp)
     # behind the transverse processes: paraspinals and quadratus lumborum, anchored on the
     # vertebra or on the wall muscles
     picked = np.zeros_like(vert)
@@ -553,18 +572,18 @@ def _spine_muscles(vert: np.ndarray, vbody: np.ndarray, behind: np.ndarray, psoa
     lab, n = ndi.label(cand)
     if n:
         touched = np.unique(lab[(near_vert | wall_muscle) & cand])
-        picked = ndi.binary_dilation(np.isin(lab, touched[touched > 0]), _disk(p.spine_open_mm, sp))
+        picked = _dilate(np.isin(lab, touched[touched > 0]), p.spine_open_mm, sp)
     # in front of them only the psoas: cores left after a deeper erosion (which cuts the neck
     # to a kidney or bowel loop lying against it) that lie against the vertebral body (not the
     # transverse processes, which reach towards the kidneys), grown back
     cand = soft & psoas & ~behind
-    core = ndi.binary_erosion(cand, _disk(p.psoas_neck_mm, sp))
+    core = _erode(cand, p.psoas_neck_mm, sp)
     lab, n = ndi.label(core)
     if n:
-        reach = ndi.binary_dilation(vbody, _disk(p.psoas_neck_mm + 3.0, sp))
+        reach = _dilate(vbody, p.psoas_neck_mm + 3.0, sp)
         touched = np.unique(lab[reach & core])
         psoas_core = np.isin(lab, touched[touched > 0])
-        picked |= ndi.binary_dilation(psoas_core, _disk(p.psoas_neck_mm, sp)) & cand
+        picked |= _dilate(psoas_core, p.psoas_neck_mm, sp) & cand
     return picked & (behind | psoas)
 
 

@@ -1,0 +1,45 @@
+"""`sarcoscope train` / `sarcoscope evaluate`: registered, and bad options give exit 2 with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sarcoscope.cli.main import main
+
+
+def test_train_missing_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--config", str(tmp_path / "none.toml")])
+    assert code == 2
+    assert "none.toml not found" in capsys.readouterr().err
+
+
+def test_train_init_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import REPO_ROOT
+
+    code = main(["train", "--config", str(REPO_ROOT / "configs" / "tiny.toml"), "--init", str(tmp_path / "m.onnx")])
+    assert code == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_evaluate_needs_matching_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["evaluate", "--images", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "one --references per --images" in capsys.readouterr().err
+
+
+def test_evaluate_bad_label_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["evaluate", "--images", str(tmp_path), "--references", str(tmp_path / "r.tag"),
+                 "--label-map", "1:1", "--segmenter", "baseline", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "SOURCE=TARGET" in capsys.readouterr().err
+
+
+def test_evaluate_synthetic_baseline_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--synthetic", "2", "--segmenter", "baseline", "--out", str(out)])
+    assert code == 0
+    for name in ("cases_baseline.csv", "summary_baseline.json", "bland_altman_baseline.png", "summary.md"):
+        assert (out / name).is_file(), name
+    assert "| baseline | muscle |" in capsys.readouterr().out
