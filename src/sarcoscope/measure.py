@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sarcoscope.references import evaluate_flags
+from sarcoscope.references import evaluate_flags, get_reference
 from sarcoscope.tissues import (
     LOW_ATTENUATION_MUSCLE_HU,
     NORMAL_ATTENUATION_MUSCLE_HU,
@@ -99,6 +99,7 @@ def measure_slice(
         exactly one class); muscle pixels outside −29…150 HU (possible with a learned
         segmenter) count in neither.
     """
+    get_reference(reference)  # an unknown key is a user error even when no flag can be judged
     hu = np.asarray(hu)
     labels = label_map.labels
     if hu.shape != labels.shape:
@@ -166,6 +167,7 @@ def average_measurements(
     averaged SMI, not by voting). ``z_mm`` is the mean slice position and ``slice_index`` the
     index of the slice closest to it.
     """
+    get_reference(reference)
     if not measurements:
         raise ValueError("average_measurements needs at least one Measurements")
     if len(measurements) == 1:

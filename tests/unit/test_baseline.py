@@ -22,7 +22,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def simple_slice(spacing_mm: float = 0.8, n: int = 512, sat_mm: float = 25.0, noise: float = 12.0,
-                 seed: int = 0, table: bool = True, shift_mm: tuple[float, float] = (0.0, 0.0)):
+                 seed: int = 0, table: bool = True, shift_mm: tuple[float, float] = (0.0, 0.0),
+                 oral_contrast: bool = False):
     """A deliberately plain L3-like slice with exact labels (ellipses; not the project phantom).
 
     Skin, SAT, a muscle wall with a linea alba gap, paraspinals with a fat pocket (IMAT),
@@ -85,6 +86,10 @@ def simple_slice(spacing_mm: float = 0.8, n: int = 512, sat_mm: float = 25.0, no
         loop = ell(cy_, cx_, r, r)
         hu[loop] = 40.0
         hu[ell(cy_, cx_, r - 3, r - 3)] = -1000.0 if r > 17 else 10.0
+        lab[loop] = 0
+    if oral_contrast:  # a large contrast-filled loop in front of the spine, bigger than it
+        loop = ell(vcy - 45, 0, 16, 40)
+        hu[loop] = 400.0
         lab[loop] = 0
     if table:
         plate = (y > ry + 15) & (y < ry + 20) & (np.abs(x) < 200)
@@ -185,19 +190,12 @@ def test_empty_and_bad_input():
 
 
 def _read_real_slice(path):
-    """Read one real CT slice with pydicom, display-oriented (anterior up, patient right left)."""
-    pydicom = pytest.importorskip("pydicom")
-    ds = pydicom.dcmread(path)
-    hu = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(
-        ds.get("RescaleIntercept", 0)
-    )
-    iop = [float(v) for v in ds.ImageOrientationPatient]
-    if iop[4] < 0:  # column direction points anterior: rows stored posterior → anterior
-        hu = hu[::-1]
-    if iop[0] < 0:
-        hu = hu[:, ::-1]
-    spacing = tuple(float(v) for v in ds.PixelSpacing)
-    return np.ascontiguousarray(hu), spacing
+    """One real CT slice through the project reader (display-oriented: the file's flipped rows
+    are turned so that anterior is up)."""
+    from sarcoscope.io import read_ct
+
+    volume = read_ct(path)
+    return volume.slice_hu(0), volume.pixel_spacing_mm
 
 
 def test_real_slice_anatomy(real_ct):
@@ -291,3 +289,23 @@ if __name__ == "__main__":  # the numbers in docs/baseline.md
     print(f"segment CPU time per slice (best of 3, process_time): median {np.median(cpu_ms):.0f} ms (all), "
           f"{np.median(cpu_ms_512) if cpu_ms_512 else float('nan'):.0f} ms "
           f"(512x512, n={len(cpu_ms_512)}), max {max(cpu_ms):.0f} ms")
+
+
+def test_non_finite_hu_is_treated_as_air():
+    hu, truth, sp = simple_slice(n=256, spacing_mm=1.6)
+    hu[:10, :10] = np.nan
+    hu[-5:, -5:] = np.inf
+    out = BaselineSegmenter().segment(hu, sp)
+    assert not out[:10, :10].any() and not out[-5:, -5:].any()
+    assert per_class_dice(out, truth)["muscle"] >= 0.85
+
+
+def test_contrast_filled_bowel_is_not_taken_for_the_vertebra():
+    hu, truth, sp = simple_slice(oral_contrast=True, seed=5)
+    dbg = segment_slice(hu, sp)
+    assert dbg.vertebra is not None
+    rows = np.nonzero(dbg.vertebra)[0]
+    n = hu.shape[0]
+    vcy_row = (n - 1) / 2 + (115.0 - 25.0 - 10 - 55) / sp[0]  # vertebral body centre row
+    assert rows.min() > vcy_row - 20 / sp[0]  # nothing of the loop (centred 45 mm in front)
+    assert per_class_dice(dbg.labels, truth)["muscle"] >= 0.85

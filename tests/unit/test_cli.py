@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sarcoscope import errors, pipeline
+from sarcoscope import __version__, errors, pipeline
 from sarcoscope.cli.main import main
 from sarcoscope.settings import AnalysisSettings
 from tests.e2e._fakes import LookupSegmenter, make_volume
@@ -149,7 +149,7 @@ def test_json_flag_prints_only_json_on_stdout(fake_analyze, tmp_path, capsys):
 def test_info_lists_versions_decoders_model_and_references(capsys):
     assert main(["info"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "sarcoscope 0.1.0" in out and "pydicom" in out and "onnxruntime" in out
+    assert f"sarcoscope {__version__}" in out and "pydicom" in out and "onnxruntime" in out
     assert "JPEG 2000" in out and "JPEG Lossless" in out and "pylibjpeg" in out
     assert "segmentation model" in out
     for key in ("prado2008", "martin2013", "derstine2018", "vanderwerf2018"):
@@ -158,7 +158,7 @@ def test_info_lists_versions_decoders_model_and_references(capsys):
 
 def test_version_and_help(capsys):
     assert main(["--version"]) == 0
-    assert "sarcoscope 0.1.0" in capsys.readouterr().out
+    assert f"sarcoscope {__version__}" in capsys.readouterr().out
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "Exit codes" in out and "L3 not found" in out and "analyze" in out

@@ -151,3 +151,12 @@ def test_average_of_absent_class_stays_nan():
     assert any("absent on all averaged slices" in w for w in avg.warnings)
     with pytest.raises(ValueError, match="at least one"):
         average_measurements([], PatientInfo(), "martin2013")
+
+
+def test_unknown_reference_is_refused_even_without_muscle():
+    from sarcoscope.errors import ConfigError
+
+    hu, lm = _slice()
+    empty = LabelMap(np.zeros_like(lm.labels), 0, SPACING)
+    with pytest.raises(ConfigError, match="unknown cut-off reference 'prado'"):
+        measure_slice(hu, empty, PatientInfo(), "prado", 0.0)

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 #: Window beside the spine where the proximal rib shafts run (from the transverse process
 #: back and out to the rib angle), and lumbar transverse processes do not reach: lateral
 #: distance from the midline and anterior(-)/posterior(+) offset from the body centre.
-RIB_LATERAL_MM = (35.0, 72.0)
-RIB_AP_MM = (45.0, 110.0)
+RIB_LATERAL_MM = (35.0, 60.0)
+RIB_AP_MM = (35.0, 110.0)
 #: Sacral alae: beyond the side of the widest lumbar body, at the body's own
 #: antero-posterior level (lumbar transverse processes lie behind it, the psoas beside it).
 ALA_LATERAL_MM = (36.0, 56.0)
@@ -104,23 +104,32 @@ def _judge_bodies(
 
 
 def _top_anchor(bodies: list[_Body]) -> tuple[int | None, bool, list[str]]:
-    """Index (bottom-to-top order) of T12, whether every body seen carries ribs, warnings."""
+    """Index (bottom-to-top order) of T12, whether every body seen carries ribs, warnings.
+
+    T12 is the lowest rib-bearing body whose upper neighbour carries ribs too (or is the
+    top of the scan): a single body with rib-like bone lower down (a lumbar rib, the
+    posterior iliac crest) is not taken for the thoracic spine, and a rib missed on one
+    thoracic vertebra does not cut the thoracic spine short.
+    """
     warnings: list[str] = []
-    order = list(range(len(bodies)))[::-1]  # top to bottom
-    judged = [i for i in order if bodies[i].rib is not None]
-    # A body cut by the top of the scan may show too little of its rib: look past it.
-    if len(judged) > 1 and not bodies[judged[0]].rib and not bodies[judged[0]].seg.top_seen:
-        judged = judged[1:]
-    if not judged or not bodies[judged[0]].rib:
+    judged = [i for i in range(len(bodies)) if bodies[i].rib is not None]  # bottom to top
+    if not judged:
         return None, False, warnings
-    last = judged[0]
-    pos = 1
-    while pos < len(judged) and bodies[judged[pos]].rib:
-        last = judged[pos]
-        pos += 1
-    if pos >= len(judged):
-        return None, True, warnings
-    return last, False, warnings
+    for pos, i in enumerate(judged):
+        if not bodies[i].rib:
+            continue
+        above = judged[pos + 1] if pos + 1 < len(judged) else None
+        if above is None or bodies[above].rib:
+            if pos == 0:
+                return None, True, warnings  # ribs down to the lowest body seen
+            lonely = [j for j in judged[:pos] if bodies[j].rib]
+            if lonely:
+                warnings.append(
+                    "rib-like bone beside a lumbar vertebra (a lumbar rib or the iliac crest) "
+                    "was not counted as a rib"
+                )
+            return i, False, warnings
+    return None, False, warnings
 
 
 def _bottom_anchor(bodies: list[_Body], t12: int | None) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, grey_opening
+from scipy.ndimage import gaussian_filter1d, grey_opening, percentile_filter
 from scipy.signal import find_peaks
 
 #: Resampling step of the profile along z (mm).
@@ -23,14 +23,18 @@ MAX_BODY_MM = 50.0
 OPENING_MM = 5.0
 #: Smallest body-to-disc contrast (HU) of the profile worth segmenting.
 MIN_CONTRAST_HU = 20.0
-#: Prominence (share of the profile's range) of a clear disc, and of a candidate that is
+#: Prominence (share of the local body level) of a clear disc, and of a candidate that is
 #: only taken to fill a gap where a disc is missing.
-STRONG_PROMINENCE = 0.3
-WEAK_PROMINENCE = 0.1
+STRONG_PROMINENCE = 0.2
+WEAK_PROMINENCE = 0.07
+#: Length (mm) over which the local body level is taken.
+LOCAL_WINDOW_MM = 60.0
 #: Spacing between discs, relative to the neighbouring spacings, below which a disc is
 #: spurious and above which one is missing.
 SHORT_GAP = 0.62
 LONG_GAP = 1.6
+#: At most this many discs are placed from the neighbours' spacing in one scan.
+MAX_INFERRED = 2
 #: Height (mm) given to a disc that had to be inferred.
 DISC_GUESS_MM = 9.0
 #: Closest two discs can be (mm).
@@ -114,6 +118,8 @@ def _regularise(
                 # No minimum at all: the disc is not visible (fusion, implant, thick slices).
                 # Place it from the neighbours' spacing and remember it was inferred.
                 parts = max(2, int(round(gaps[g] / ref)))
+                if parts > 2 or len(inferred) >= MAX_INFERRED:
+                    continue  # more than one disc missing here: too uncertain to place
                 new = [int(round(a + (b - a) * n / parts)) for n in range(1, parts)]
                 discs = sorted(discs + new)
                 inferred.update(new)
@@ -140,11 +146,20 @@ def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
     amp = hi - lo
     if amp < MIN_CONTRAST_HU:
         return []
+    # Prominence is judged against the local level of the bodies (a running upper quantile
+    # over ~60 mm), not the whole profile: soft stretches where the track leaves the spine
+    # (below the sacrum, above the scan's spine) must not make real discs look shallow.
+    win = max(3, int(round(LOCAL_WINDOW_MM / PROFILE_STEP_MM)))
+    local = np.maximum(percentile_filter(q, 80, size=win, mode="nearest"), 1.0)
     cand, props = find_peaks(
-        -q, prominence=WEAK_PROMINENCE * amp, distance=max(1, int(MIN_DISC_SPACING_MM / PROFILE_STEP_MM))
+        -q, prominence=MIN_CONTRAST_HU / 2, distance=max(1, int(MIN_DISC_SPACING_MM / PROFILE_STEP_MM))
     )
-    prom = {int(p): float(v) for p, v in zip(cand, props["prominences"]) if q[p] < lo + 0.7 * amp}
-    discs = sorted(p for p, v in prom.items() if v >= STRONG_PROMINENCE * amp)
+    prom = {
+        int(p): float(v) / float(local[p])
+        for p, v in zip(cand, props["prominences"])
+        if v >= WEAK_PROMINENCE * local[p] and q[p] < lo + 0.7 * amp
+    }
+    discs = sorted(p for p, v in prom.items() if v >= STRONG_PROMINENCE)
     inferred: set[int] = set()
     discs = _regularise(discs, prom, PROFILE_STEP_MM, inferred)
     n = zg.size

@@ -35,6 +35,8 @@ def kernel_filters(grid: Grid, sharpness: float, lowfreq: float = 0.2,
     """
     f = _freq(grid)
     sigma_mm = 0.3 + 0.5 * (1.0 - sharpness)  # PSF Gaussian SD (MTF50 ~3-6 lp/cm)
+    # coarse pixels come from downsampled exports, which average neighbouring pixels
+    sigma_mm = math.hypot(sigma_mm, 0.35 * max(grid.px - 0.8, 0.0))
     mtf = np.exp(-2.0 * (math.pi * sigma_mm * f) ** 2)
     # sharp kernels: mild edge enhancement (MTF bump at mid frequencies)
     mtf = mtf * (1.0 + 0.35 * sharpness * np.exp(-((f - 0.35) / 0.15) ** 2))

@@ -72,6 +72,22 @@ class Frame:
     inner_a: float
     inner_b: float
 
+    @staticmethod
+    def blend(fa: "Frame", fb: "Frame", w: float, z_mm: float, s: float) -> "Frame":
+        """Linear blend of two frames (what the blended soft-tissue templates show at z)."""
+        def lin(x: float, y: float) -> float:
+            return (1.0 - w) * x + w * y
+
+        def tab(x: PolarTable, y: PolarTable) -> PolarTable:
+            t = PolarTable.__new__(PolarTable)
+            t.values = ((1.0 - w) * x.values + w * y.values).astype(np.float32)
+            return t
+
+        return Frame(z_mm, s, lin(fa.yc, fb.yc), lin(fa.a, fb.a), lin(fa.b, fb.b), lin(fa.skin, fb.skin),
+                     tab(fa.body, fb.body), tab(fa.fascia, fb.fascia), tab(fa.inner, fb.inner),
+                     tab(fa.wall, fb.wall), lin(fa.y_vb, fb.y_vb), lin(fa.vb_w, fb.vb_w), lin(fa.vb_d, fb.vb_d),
+                     lin(fa.inner_a, fb.inner_a), lin(fa.inner_b, fb.inner_b))
+
     def point(self, theta: float, table: PolarTable, frac: float = 1.0) -> tuple[float, float]:
         r = float(table.at(np.array([theta]))[0]) * frac
         return r * math.cos(theta), self.yc + r * math.sin(theta)
@@ -197,6 +213,8 @@ class Subject:
                                             + rng.normal(0, 0.08), 0.0, 0.45))
         # photon starvation in wide bodies: horizontal (lateral) noise streaks
         self.noise_streak = float(np.clip((p.body_lateral_mm - 360.0) / 300.0, 0.0, 0.25) * rng.uniform(0.5, 1.0))
+        if p.arms == "beside":  # arms down add bone and tissue to every lateral projection
+            self.noise_streak = min(self.noise_streak + rng.uniform(0.05, 0.2), 0.35)
         # instrumented segment: always includes L3 (the level sarcoscope measures)
         self.metal_level = rng.uniform(2.6, 3.4)
         self.metal_half_span = rng.uniform(0.9, 1.8)
@@ -442,6 +460,25 @@ class Subject:
             line *= np.clip(-np.sin(theta[ii]) * 2.0, 0, 1) * (sat_here > 10)
             h = cv.hu[rs, cs]
             h[ii] += 0.6 * line * (H[S.FASCIA] - h[ii])
+        # fibrous septa in the subcutaneous fat: short thin strands, roughly parallel to the skin
+        if p.sat_mm > 10:
+            sat_only = (cv.sid == S.SAT).astype(np.float32)
+            for _ in range(int(rng.integers(4, 14))):
+                th = rng.uniform(-PI, PI)
+                rb_ = float(fr.body.at(np.array([th]))[0])
+                rf_ = float(fr.fascia.at(np.array([th]))[0])
+                rr_ = rng.uniform(rf_ + 2.0, rb_ - fr.skin - 1.0) if rb_ - fr.skin - rf_ > 4 else None
+                if rr_ is None:
+                    continue
+                dth_ = rng.uniform(0.05, 0.2) * (1 if rng.random() < 0.5 else -1)
+                x1, y1 = rr_ * math.cos(th), fr.yc + rr_ * math.sin(th)
+                r2 = rr_ + rng.normal(0, 3.0)
+                x2, y2 = r2 * math.cos(th + dth_), fr.yc + r2 * math.sin(th + dth_)
+                reg = capsule_mask(g, x1, y1, x2, y2, rng.uniform(0.3, 0.7))
+                if reg is not None:
+                    rs_, cs_, m_ = reg
+                    h_ = cv.hu[rs_, cs_]
+                    h_ += 0.6 * m_ * sat_only[rs_, cs_] * (H[S.FASCIA] - h_)
         cv.paint((rs, cs, m_fas), H[S.VAT], S.VAT)
         # wall band and its muscle types (computed on band pixels only)
         band_full = m_fas * (1.0 - m_inner)
@@ -874,7 +911,7 @@ class Subject:
         length, drop = self._rib_params(v)
         if length <= 0:
             return
-        z0 = v.z_top_mm - 0.3 * v.height_mm  # the tubercle's height
+        z0 = v.z_top_mm - 0.45 * v.height_mm  # height of the shaft where it leaves the spine
         z = fr.z_mm
         if not (z0 - drop - 8.0 <= z <= z0 + 8.0):
             return
@@ -883,7 +920,7 @@ class Subject:
         # path: angles from the posterolateral angle (~0.45 rad off the back midline) forwards
         n = 48
         u = np.linspace(0.0, 1.0, n)
-        zpath = z0 - drop * u**1.3
+        zpath = z0 - drop * u**1.1  # ribs descend as they run laterally and forwards
         vis = np.abs(zpath - z) < half_h
         if not vis.any():
             return

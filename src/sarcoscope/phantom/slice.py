@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,9 +25,9 @@ class PhantomSlice:
     count × pixel area; ``z_mm`` the height of the slice in the subject's spine frame.
     """
 
-    hu: np.ndarray
-    labels: np.ndarray
-    structures: np.ndarray
+    hu: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    structures: np.ndarray = field(repr=False)
     pixel_spacing_mm: tuple[float, float]
     level: str
     z_mm: float

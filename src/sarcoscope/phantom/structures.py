@@ -106,6 +106,7 @@ def _label_lut() -> np.ndarray:
 
 
 _LABEL_LUT = _label_lut()
+_COMPARTMENT_4096 = COMPARTMENT.astype(np.int16) * np.int16(4096)
 
 
 def tissue_labels(structures: np.ndarray, hu: np.ndarray, *, integer_hu: bool = False) -> np.ndarray:
@@ -115,6 +116,12 @@ def tissue_labels(structures: np.ndarray, hu: np.ndarray, *, integer_hu: bool = 
     ``integer_hu=True`` skips that when ``hu`` already holds integers within −1024…3071.
     Works on 2-D slices or 3-D stacks of the same shape.
     """
+    if integer_hu and hu.dtype == np.int16:
+        # fast path (volumes): everything fits in int16 (max index 4*4096 + 4095)
+        idx = _COMPARTMENT_4096[structures]
+        idx += hu
+        idx += np.int16(1024)
+        return _LABEL_LUT[idx]
     if integer_hu:
         idx = hu.astype(np.int32)
     else:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft
 
 from ..types import CTVolume, PatientInfo, SeriesInfo, VertebraLevel
 from .acquisition import correlated_noise, kernel_filters, metal_streaks
-from .anatomy import Subject
+from .anatomy import Frame, Subject
 from .params import PhantomParams, SpineParams
 from .shapes import Canvas
 from .slice import grid_for
@@ -43,8 +43,8 @@ class PhantomVolume:
     ``variant`` names the spine variant ("normal", "sacralisation", ...).
     """
 
-    volume: CTVolume
-    labels: np.ndarray
+    volume: CTVolume = field(repr=False)
+    labels: np.ndarray = field(repr=False)
     vertebrae: tuple[VertebraLevel, ...]
     l3_index: int | None
     variant: str
@@ -196,9 +196,11 @@ def make_volume(
     for sid in (S.AIR, S.TABLE, S.PAD):
         in_body[sid] = subject.noise_body_ratio
     base_fields = subject.texture_fields(grid, rng)
+    frames = []
     for t, z in enumerate(tz):
         cv = Canvas(grid, subject.hu[S.AIR], S.AIR)
         fr = subject.frame(float(z))
+        frames.append(fr)
         info = subject.paint_soft(cv, fr, rng)
         sh = (int(rng.integers(0, rows)), int(rng.integers(0, cols)))
         subject.texture(cv, rng, (np.roll(base_fields[0], sh, (0, 1)), np.roll(base_fields[1], sh, (0, 1))))
@@ -234,7 +236,8 @@ def make_volume(
         img += temps_hu[a + 1] * w
         near = a if w < 0.5 else a + 1
         sid = temps_sid[near].copy()
-        fr = subject.frame(float(z))
+        # the bones follow the blended frame, so they sit where the blended soft tissue expects
+        fr = Frame.blend(frames[a], frames[a + 1], float(w), float(z), sp.level_coordinate(float(z)))
         layer.clear()
         metal = subject.paint_bones(layer, fr, thickness)
         if layer.box is not None:
@@ -256,7 +259,7 @@ def make_volume(
         if outside is not None:
             img[outside] = AIR_HU
         hu_vol[k] = img
-        lab_vol[k] = tissue_labels(sid, img, integer_hu=True)
+        lab_vol[k] = tissue_labels(sid, hu_vol[k], integer_hu=True)
 
     # ---- geometry, truth
     z0 = float(z_origin_mm) if z_origin_mm is not None else float(
@@ -280,7 +283,7 @@ def make_volume(
         source_path=f"phantom://seed={params.seed}",
         format="phantom",
         study_uid=_uid("study", params.seed),
-        series_uid=_uid("series", params.seed, coverage, n, spacing),
+        series_uid=_uid("series", params, spine_p, z_lo, z_hi, n, spacing, thickness),
         frame_of_reference_uid=_uid("for", params.seed),
         modality="CT",
         series_description=f"sarcoscope phantom {coverage} ({spine_p.variant})",
@@ -291,7 +294,7 @@ def make_volume(
     )
     patient = PatientInfo(sex=params.sex, height_m=params.height_m, weight_kg=params.weight_kg,
                           age_years=params.age_years)
-    uids = tuple(_uid("sop", params.seed, coverage, n, spacing, k) for k in range(n))
+    uids = tuple(_uid("sop", params, spine_p, z_lo, z_hi, n, spacing, thickness, k) for k in range(n))
     vol = CTVolume(hu=hu_vol, affine=affine, series=series, patient=patient, slice_uids=uids)
     log.debug("phantom volume: %d slices, %s, spacing %.2f mm", n, coverage, spacing)
     return PhantomVolume(volume=vol, labels=lab_vol, vertebrae=tuple(verts), l3_index=l3_index,

@@ -14,8 +14,9 @@ Outline
 2. Anatomy is found on smoothed copies whose smoothing grows until the spread of the fat
    pixels reaches a target (measured, so correlated low-dose noise is handled); the final
    labels use the raw HU and the Alberta windows (fat −190…−30, muscle −29…+150).
-3. Vertebra: the largest dense (> 150 HU) component, closed and hole-filled, in a window
-   around the midline behind the front quarter of the body.
+3. Vertebra: of the dense (> 150 HU) components (closed, hole-filled, ≥ 3 cm²) in a window
+   around the midline behind the front quarter of the body, the one reaching furthest back
+   (the spinous process; contrast-filled bowel and vessels lie in front).
 4. Outer muscle wall: 720 rays from the body centre; walking inward from the skin (a thin
    soft layer followed by fat within ``skin_max_mm`` is skin), the first run of tissue
    above ``wall_hu`` at least ``wall_run_mm`` long is the wall's outer surface. The radius
@@ -47,7 +48,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 import sarcoscope
-from sarcoscope.tissues import FAT_HU, MUSCLE_HU, Tissue
+from sarcoscope.tissues import AIR_HU, FAT_HU, MUSCLE_HU, Tissue
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class BaselineParams:
     spine_lateral_mm: float = 40.0
     psoas_lateral_mm: float = 40.0
     psoas_neck_mm: float = 4.5
+    vessel_margin_mm: float = 3.0  # beyond the body's side: the space in front is vessels
     core_min_hu: float = -30.0  # raising it (e.g. 12) keeps ascites out but loses fatty muscle
     core_max_hu: float = 100.0
     # IMAT envelope and clean-up
@@ -182,7 +184,7 @@ def body_mask(hu: np.ndarray, spacing: tuple[float, float], p: BaselineParams) -
 
 def _find_vertebra(dense: np.ndarray, body: np.ndarray, spacing: tuple[float, float],
                    p: BaselineParams) -> np.ndarray | None:
-    """Largest dense component near the midline in the posterior part of the body.
+    """The dense component near the midline that reaches furthest back (at least 3 cm²).
 
     Only a window around the body's midline (±20 % of its width, behind the front quarter of
     its depth) is searched: the vertebra is there in every abdominal slice, ribs,
@@ -204,9 +206,14 @@ def _find_vertebra(dense: np.ndarray, body: np.ndarray, spacing: tuple[float, fl
     if n == 0:
         return None
     area = np.bincount(lab.ravel())[1:] * spacing[0] * spacing[1]
-    best = int(np.argmax(area)) + 1
-    if area[best - 1] < p.vertebra_min_mm2:
+    ok = np.flatnonzero(area >= p.vertebra_min_mm2) + 1
+    if ok.size == 0:
         return None
+    # the vertebra reaches furthest back (spinous process); contrast-filled bowel, a calcified
+    # aorta or the kidneys' enhancing cortex lie in front of it
+    rows_idx = np.arange(lab.shape[0])[:, None]
+    back_row = ndi.maximum(np.broadcast_to(rows_idx, lab.shape), lab, ok)
+    best = int(ok[int(np.argmax(back_row))])
     out = np.zeros(dense.shape, bool)
     out[r0:, c0:c1] = lab == best
     return out
@@ -335,6 +342,10 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     sp = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
     if not all(math.isfinite(s) and s > 0 for s in sp):
         raise ValueError(f"pixel spacing must be positive, got {pixel_spacing_mm}")
+    if not np.isfinite(hu_full).all():  # never let a NaN spread through the smoothing
+        log.warning("baseline: %d non-finite HU values treated as air",
+                    int((~np.isfinite(hu_full)).sum()))
+        hu_full = np.where(np.isfinite(hu_full), hu_full, np.float32(AIR_HU))
     shape = hu_full.shape
     empty_full = np.zeros(shape, bool)
     labels_full = np.zeros(shape, np.uint8)
@@ -417,8 +428,8 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     r_out = _fill_missing_circular(np.where(hit >= 0, r_max - hit * step, np.nan))
     if not np.isfinite(r_out).any():
         log.warning("baseline: no muscle wall found; everything inside the skin is left unlabelled")
-        labels_full[box] = 0
-        return BaselineDebug(labels_full, body_full, empty_full, empty_full, empty_full, None, (cy, cx))
+        return BaselineDebug(labels_full, body_full, empty_full, empty_full, empty_full, None,
+                             (cy + box[0].start, cx + box[1].start))
     r_med = float(np.median(r_out))
     per_mm = p.n_rays / (2 * math.pi * max(r_med, 10.0))  # rays per mm of arc at the wall
     # remove narrow outward spikes (a vessel or septum in the fat), then bridge the linea alba
@@ -614,6 +625,6 @@ def _spine_zone(vert: np.ndarray, inside_wall: np.ndarray, sp: tuple[float, floa
     xx = np.abs(np.arange(vert.shape[1])[None, :] - cx) * sp[1]
     behind = (yy >= tp_mm - 5.0) & (xx <= max(lat_extent, half_w) + p.spine_lateral_mm)
     psoas = (yy >= -p.spine_anterior_mm) & (xx <= half_w + p.psoas_lateral_mm)
-    psoas &= ~((xx <= half_w + 3.0) & (yy < 0.0))
+    psoas &= ~((xx <= half_w + p.vessel_margin_mm) & (yy < 0.0))
     vertebral_body = vert & (yy < tp_mm - 5.0) & (xx <= half_w + 3.0)
     return inside_wall & behind, inside_wall & psoas, vertebral_body

@@ -100,6 +100,14 @@ def unet_from_onnx(path: Path) -> tuple[UNet, GridSpec]:
     model = UNet(arch["in_channels"], N_COMPARTMENTS, tuple(arch["channels"]))
     spec = GridSpec.from_json(props[METADATA_KEY])
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for node in proto.graph.node:  # de-duplicated constants may live in Constant nodes
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    inits[node.output[0]] = numpy_helper.to_array(attr.t)
+    for node in proto.graph.node:  # ... or behind Identity aliases (in graph order)
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     modules = dict(model.named_modules())
     loaded: set[str] = set()
     for node in proto.graph.node:
@@ -109,7 +117,26 @@ def unet_from_onnx(path: Path) -> tuple[UNet, GridSpec]:
         module = modules.get(module_name)
         if module is None:
             raise ModelError(f"{path}: node {node.name!r} matches no layer of the rebuilt network")
-        values = [inits[i] for i in node.input[1:] if i in inits]
+        missing = [i for i in node.input[1:] if i and i not in inits]
+        if missing:
+            raise ModelError(f"{path}: node {node.name!r} takes computed weights {missing}; cannot fine-tune this file")
+        values = [inits[i] for i in node.input[1:] if i]
+        if node.op_type == "Conv" and module.bias is None and len(values) == 2:
+            # the exporter folded the following BatchNorm into this convolution: keep the folded
+            # weights and make that BatchNorm an identity plus the folded bias
+            parent, _, idx = module_name.rpartition(".")
+            bn_name = f"{parent}.{int(idx) + 1}"
+            bn = modules.get(bn_name)
+            if not isinstance(bn, torch.nn.BatchNorm2d):
+                raise ModelError(f"{path}: folded convolution {module_name} has no BatchNorm after it")
+            with torch.no_grad():
+                module.weight.copy_(torch.from_numpy(np.array(values[0])))
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+                bn.weight.fill_(1.0)
+                bn.bias.copy_(torch.from_numpy(np.array(values[1])))
+            loaded.update((module_name, bn_name))
+            continue
         if node.op_type == "BatchNormalization":
             targets = [module.weight, module.bias, module.running_mean, module.running_var]
         else:
