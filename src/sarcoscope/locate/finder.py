@@ -103,7 +103,7 @@ def _judge_bodies(
     return bodies
 
 
-def _top_anchor(bodies: list[_Body]) -> tuple[int | None, bool, list[str]]:
+def _top_anchor(bodies: list[_Body], above: int = 0) -> tuple[int | None, bool, list[str]]:
     """Index (bottom-to-top order) of T12, whether every body seen carries ribs, warnings.
 
     T12 is the lowest rib-bearing body whose upper neighbour carries ribs too (or is the
@@ -112,7 +112,9 @@ def _top_anchor(bodies: list[_Body]) -> tuple[int | None, bool, list[str]]:
     thoracic vertebra does not cut the thoracic spine short.
     """
     warnings: list[str] = []
-    judged = [i for i in range(len(bodies)) if bodies[i].rib is not None]  # bottom to top
+    # Bodies below ``above`` (the sacrum and the two above it, beside the iliac crests) are
+    # left out: the pelvis is not ribs.
+    judged = [i for i in range(above, len(bodies)) if bodies[i].rib is not None]  # bottom to top
     if not judged:
         return None, False, warnings
     for pos, i in enumerate(judged):
@@ -169,10 +171,10 @@ def _names_from(anchor: int, anchor_is_t12: bool, n: int) -> list[str]:
 
 def _count(bodies: list[_Body]) -> _Count:
     n = len(bodies)
-    t12, all_ribbed, warnings = _top_anchor(bodies)
-    s1 = _bottom_anchor(bodies, t12)
+    s1 = _bottom_anchor(bodies, None)
     if s1 is not None and s1 == n - 1:
         s1 = None  # nothing above it to count
+    t12, all_ribbed, warnings = _top_anchor(bodies, 0 if s1 is None else s1 + 3)
     if t12 is not None:
         names = _names_from(t12, True, n)
         if s1 is not None:
