@@ -9,7 +9,7 @@ from sarcoscope.cli.main import main
 
 def test_demo_writes_a_study_analyses_it_and_compares_with_truth(tmp_path, capsys):
     out = tmp_path / "demo-out"
-    rc = main(["demo", "--out", str(out), "--segmenter", "baseline"])
+    rc = main(["demo", "--out", str(out), "--study", str(tmp_path / "study"), "--segmenter", "baseline"])
     captured = capsys.readouterr()
     text = " ".join(captured.out.split())
     assert rc == 0, captured.err
@@ -19,6 +19,7 @@ def test_demo_writes_a_study_analyses_it_and_compares_with_truth(tmp_path, capsy
     assert doc["source"]["format"] == "dicom" and len(doc["slices"]) >= 1
     assert doc["segmenter"]["name"].startswith("baseline")
     assert f"wrote {out / 'result.json'}" in text
+    assert len(list((tmp_path / "study").glob("*.dcm"))) == doc["source"]["shape"][0]
 
 
 def test_info_runs_without_a_model(capsys):

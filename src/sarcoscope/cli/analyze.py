@@ -387,6 +387,9 @@ def demo_command(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder for the results (default: a new temporary folder)."
     ),
+    study: Path | None = typer.Option(
+        None, "--study", help="Folder for the phantom DICOM series (default: a new temporary folder)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the synthetic patient."),
     segmenter: SegmenterOption | None = typer.Option(
         None, "--segmenter", case_sensitive=False, help="baseline or model (default as analyze)."
@@ -399,7 +402,13 @@ def demo_command(
     from sarcoscope.settings import AnalysisSettings
 
     console = Console(highlight=False)
-    study_dir = Path(tempfile.mkdtemp(prefix="sarcoscope-demo-study-"))
+    if study is not None:
+        study_dir = Path(study)
+        if study_dir.exists() and any(study_dir.iterdir()):
+            raise ExportError(f"--study {study_dir}: the folder is not empty; give a new or empty folder.")
+        study_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        study_dir = Path(tempfile.mkdtemp(prefix="sarcoscope-demo-study-"))
     out_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="sarcoscope-demo-"))
     rng = np.random.default_rng(seed)
     # A realistic acquisition: 512×512 pixels of 0.78 mm, 3 mm slices, lower chest to sacrum.

@@ -38,7 +38,7 @@ TP_AP_MM = (8.0, 40.0)
 MIN_AREA_MM2 = 12.0
 #: Smallest bone area (mm²) on one side for a rib cross-section (a rib shaft is about
 #: 10 × 12 mm; noise specks of low-dose scans stay well below).
-MIN_RIB_MM2 = 40.0
+MIN_RIB_MM2 = 30.0
 #: Smallest bone area (mm²) per side for a sacral ala: the ala fills most of its window,
 #: while vessels, kidneys with contrast or a transverse process only touch it.
 MIN_ALA_MM2 = 50.0
@@ -139,11 +139,11 @@ def _bottom_anchor(bodies: list[_Body], t12: int | None) -> int | None:
     at the bottom of the scan. Alae-like bone higher up, with plain vertebrae below it, is not
     the sacrum."""
     judged = [i for i in range(len(bodies)) if bodies[i].ala is not None]
-    if not judged or not bodies[judged[0]].ala:
-        return None
+    if not judged or not bodies[judged[0]].ala or bodies[judged[0]].rib:
+        return None  # the sacrum carries no ribs: alae-like bone beside a thoracic body is not it
     s1 = judged[0]
     for i in judged[1:]:
-        if not bodies[i].ala or (t12 is not None and i >= t12):
+        if not bodies[i].ala or bodies[i].rib or (t12 is not None and i >= t12):
             break
         s1 = i
     return s1
@@ -248,8 +248,8 @@ def _coverage(work: Work, bodies: list[_Body], count: _Count | None, rib_share: 
         )
     elif rib_share >= 0.5:
         text += (
-            f", too short to tell vertebrae apart; ribs beside the spine on {rib_share:.0%} of "
-            "slices (thoracic level): L3 lies below the scan"
+            f", too short to tell vertebrae apart; rib-like bone beside the spine on "
+            f"{rib_share:.0%} of slices (thoracic level): L3 lies below the scan"
         )
     else:
         text += ", no vertebral bodies could be told apart along the spine"
@@ -299,13 +299,16 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
         coverage = f"covers z {work.z_mm[0]:.0f}…{work.z_mm[-1]:.0f} mm, no bone found"
         raise L3NotFound(f"no spine found: the scan {coverage}; give the slice with --slices", coverage=coverage)
     rib_r, rib_l = side_counts(work, column, RIB_LATERAL_MM, RIB_AP_MM, inside_body=True)
-    rib = np.maximum(rib_r, rib_l) >= MIN_RIB_MM2
+    rib = np.minimum(rib_r, rib_l) >= MIN_RIB_MM2  # both sides: ribs come in pairs
     ala_r, ala_l = side_counts(work, column, ALA_LATERAL_MM, ALA_AP_MM)
     ala = np.minimum(ala_r, ala_l) >= MIN_ALA_MM2
     segments = find_segments(work.z_mm, column.density)
     bodies = _judge_bodies(segments, work.z_mm, rib, ala)
     count = _count(bodies) if bodies else None
-    rib_share = float(rib.mean())
+    # For a scan too short to tell vertebrae apart: how often is there rib-like bone anywhere
+    # beside and behind the spine (a wider window than the one that judges each vertebra).
+    wide_r, wide_l = side_counts(work, column, (35.0, 100.0), (0.0, 110.0), inside_body=True)
+    rib_share = float((np.maximum(wide_r, wide_l) >= MIN_RIB_MM2).mean())
     log.debug(
         "column i=%d; %d bodies; ribs %s; alae %s", column.i_c, len(bodies),
         [b.rib for b in bodies], [b.ala for b in bodies],

@@ -17,7 +17,7 @@ from sarcoscope.errors import InputError
 from sarcoscope.evaluate import CaseAgreement, compare_case, summarise, summary_table, write_report
 from sarcoscope.segment.base import Segmenter
 from sarcoscope.train.config import LEVELS
-from sarcoscope.train.data import STREAM_TEST, TEST_SEED, SliceSource, draw_slice
+from sarcoscope.train.data import STREAM_TEST, TEST_SEED, SliceSource, generator_fingerprint, draw_slice
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def evaluate_synthetic(
         if (i + 1) % 50 == 0:
             logger.info("evaluated %d/%d slices (%.0f s)", i + 1, n, time.perf_counter() - t0)
     meta = {"set": "phantom held-out", "seed": seed, "stream": STREAM_TEST, "n": n,
+            "generator_fingerprint": generator_fingerprint("phantom"),
             "segmenters": {k: {"name": v.name, "version": v.version, "sha256": v.sha256} for k, v in segmenters.items()}}
     return _finish(cases, levels, timings, Path(out_dir), meta)
 

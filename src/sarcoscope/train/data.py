@@ -135,7 +135,7 @@ def _canvas_job(args: tuple[SliceSource, int, GridSpec, int]) -> tuple[int, np.n
     return index, c_hu, c_lab, s.level
 
 
-def _generator_fingerprint(generator: str) -> str:
+def generator_fingerprint(generator: str) -> str:
     """Hash of the generator's source code, recorded with the cache and in the model card.
 
     The phantom evolves; a cache made by another version is reused with a warning (deleting
@@ -176,7 +176,7 @@ def build_cache(
     ).hexdigest()[:16]
     folder = Path(cache_dir) / f"{source.generator}-s{source.seed}-st{source.stream}-n{n}-{key}"
     done = folder / "meta.json"
-    fingerprint = _generator_fingerprint(source.generator)
+    fingerprint = generator_fingerprint(source.generator)
     if done.is_file():
         meta = json.loads(done.read_text())
         if meta.get("generator_fingerprint") != fingerprint:
