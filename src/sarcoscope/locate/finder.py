@@ -16,6 +16,7 @@ import numpy as np
 
 from sarcoscope.errors import L3NotFound
 from sarcoscope.locate.column import Column, Work, find_column, make_work, side_counts
+from sarcoscope.locate.processes import tp_reach_mm
 from sarcoscope.locate.settings import LocateSettings
 from sarcoscope.locate.vertebrae import Segment, find_segments
 from sarcoscope.types import CTVolume, SliceChoice, VertebraLevel
@@ -49,11 +50,18 @@ RIB_SHARE = 0.35
 ALA_SHARE = 0.5
 #: A body must be at least this tall in the scan (mm) for its ribs/alae to be judged.
 MIN_JUDGED_MM = 8.0
+#: Fewest rib-less bodies between the last rib-bearing vertebra and the sacrum.
+MIN_LUMBAR_BELOW_RIBS = 3
+#: Transverse processes longer by this much (mm, mean of both sides) decide between two
+#: candidate L3 bodies; closer than that the length does not tell them apart.
+TP_MARGIN_MM = 1.5
 #: Confidence by how the count was anchored.
 CONF_BOTH = 0.95
 CONF_RIBS_ONLY = 0.8
 CONF_SACRUM_ONLY = 0.7
 CONF_CONFLICT = 0.3
+#: A one-end count that the transverse processes do not confirm.
+CONF_TP_DOUBT = 0.5
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class _Body:
     seg: Segment
     rib: bool | None  # None: too little of it in the scan to judge
     ala: bool | None
+    tp_mm: float = float("nan")  # reach of the transverse processes from the midline
 
 
 @dataclass(frozen=True)
@@ -81,12 +90,14 @@ def _share(z: np.ndarray, flag: np.ndarray, lo_mm: float, hi_mm: float) -> float
 
 
 def _judge_bodies(
-    segments: list[Segment], z: np.ndarray, rib: np.ndarray, ala: np.ndarray
+    segments: list[Segment], z: np.ndarray, rib: np.ndarray, ala: np.ndarray,
+    tp: list[float] | None = None,
 ) -> list[_Body]:
     bodies = []
-    for seg in segments:
+    tp = tp if tp is not None else [float("nan")] * len(segments)
+    for seg, tp_mm in zip(segments, tp):
         if seg.height_mm < MIN_JUDGED_MM:
-            bodies.append(_Body(seg, None, None))
+            bodies.append(_Body(seg, None, None, tp_mm))
             continue
         # A rib leaves its vertebra near the top of the body and runs down as it goes
         # lateral; the rib from the vertebra above crosses the upper part of this one, so
@@ -98,7 +109,7 @@ def _judge_bodies(
         # sacrum's segments being fused) may run far down.
         a = _share(z, ala, max(seg.bottom_mm, seg.top_mm - ALA_TOP_MM), seg.top_mm)
         bodies.append(
-            _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE)
+            _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE, tp_mm)
         )
     return bodies
 
@@ -146,6 +157,14 @@ def _bottom_anchor(bodies: list[_Body], t12: int | None) -> int | None:
         if not bodies[i].ala or bodies[i].rib or (t12 is not None and i >= t12):
             break
         s1 = i
+    # At least three rib-less lumbar bodies lie between the last rib and the sacrum in every
+    # spine (four lumbar vertebrae with a lumbar rib on L1 is the fewest): bone beside the
+    # lowest bodies of a chest or upper-abdomen scan (a kidney with contrast, the lower ribs)
+    # with the rib-bearing thoracic spine right above it is not the sacrum. (One or two
+    # rib-like bodies just above a true sacrum are the iliac crests, not ribs.)
+    above = [bodies[i].rib for i in range(s1 + 1, min(len(bodies), s1 + 1 + MIN_LUMBAR_BELOW_RIBS))]
+    if above and all(r is not False for r in above) and any(above):
+        return None
     return s1
 
 
@@ -169,6 +188,31 @@ def _names_from(anchor: int, anchor_is_t12: bool, n: int) -> list[str]:
     return names
 
 
+def _tp(bodies: list[_Body], idx: int | None) -> float:
+    if idx is None or not 0 <= idx < len(bodies):
+        return float("nan")
+    return bodies[idx].tp_mm
+
+
+def _longest_tp(bodies: list[_Body], candidates: list[int]) -> int | None:
+    """The candidate whose transverse processes reach clearly farthest (L3's are the longest
+    of the lumbar spine), or None when they are not measured or too close to tell."""
+    vals = [(bodies[i].tp_mm, i) for i in candidates if 0 <= i < len(bodies)]
+    if len(vals) < 2 or not all(np.isfinite(v) for v, _ in vals):
+        return None
+    vals.sort(reverse=True)
+    if vals[0][0] - vals[1][0] < TP_MARGIN_MM:
+        return None
+    return vals[0][1]
+
+
+def _tp_text(bodies: list[_Body], idxs: list[int]) -> str:
+    return ", ".join(
+        f"z {bodies[i].seg.centre_mm:.0f} mm: {bodies[i].tp_mm:.0f} mm" for i in idxs
+        if 0 <= i < len(bodies) and np.isfinite(bodies[i].tp_mm)
+    )
+
+
 def _count(bodies: list[_Body]) -> _Count:
     n = len(bodies)
     s1 = _bottom_anchor(bodies, None)
@@ -185,32 +229,108 @@ def _count(bodies: list[_Body]) -> _Count:
             n_lumbar = t12 - s1 - 1
             bottom_l3 = s1 + 3
             if n_lumbar == 5:
-                return _Count(names, top_l3, CONF_BOTH, warnings,
+                conf = CONF_BOTH
+                nb = [top_l3 - 1, top_l3, top_l3 + 1]
+                pick = _longest_tp(bodies, nb)
+                if pick is not None and pick != top_l3:
+                    # Both ends agree but the processes do not: a misread at both ends at once
+                    # (a short last rib missed in a lumbarised spine, say) — flagged, not changed.
+                    warnings.append(
+                        "both counts agree but the body counted as L3 does not have the longest "
+                        f"transverse processes of its neighbours ({_tp_text(bodies, nb)}) — check spine.png"
+                    )
+                    conf = CONF_TP_DOUBT
+                return _Count(names, top_l3, conf, warnings,
                               "counted down from the last rib (T12) and up from the sacrum: both agree")
-            bottom_names = _names_from(s1, False, n)
+            # The two counts disagree. Either the lumbar spine really has 4 or 6 vertebrae (a
+            # transitional lumbosacral vertebra: the names follow the ribs) or one end was
+            # misread (a short 12th rib missed, a lumbar rib taken for a rib). L3 has the
+            # longest transverse processes: among the bodies from one candidate to the other,
+            # the one whose processes reach clearly farthest is taken; when they cannot be told
+            # apart the rib count stays. Either way the conflict is reported.
+            lo_c, hi_c = sorted(i for i in (top_l3, bottom_l3) if i is not None) if top_l3 is not None else (bottom_l3, bottom_l3)
+            cands = [i for i in range(max(lo_c, s1 + 1), min(hi_c, n - 1) + 1)]
+            pick = _longest_tp(bodies, cands)
+            l3 = pick if pick is not None else top_l3
+            how = (
+                "the body with the longest transverse processes (L3's are the longest of the "
+                f"lumbar spine; {_tp_text(bodies, cands)}) was used"
+                if pick is not None
+                else "the transverse processes did not tell them apart, so the rib count was used"
+            )
             warnings.append(
                 f"vertebra counts disagree: {n_lumbar} lumbar-type bodies between the last "
                 "rib-bearing vertebra and the sacrum (5 expected) — a transitional lumbosacral "
-                "vertebra, a lumbar rib, 11 or 13 rib pairs, or a missed disc; counting down from "
-                f"the last rib puts L3 at z {_z(bodies, top_l3)}, counting up from the sacrum at z "
-                f"{_z(bodies, bottom_l3)}; the slice from the rib count was used — check spine.png"
+                "vertebra, a lumbar rib, a short last rib, 11 or 13 rib pairs, or a missed disc; "
+                f"counting down from the last rib puts L3 at z {_z(bodies, top_l3)}, counting up "
+                f"from the sacrum at z {_z(bodies, bottom_l3)}; {how} — check spine.png"
             )
-            del bottom_names
-            return _Count(names, top_l3 if top_l3 is not None and top_l3 > s1 else None,
+            if l3 is not None and l3 != top_l3:
+                names = _names_from(l3 + 3, True, n)
+                for i in range(s1 + 1):
+                    names[i] = "S1" if i == s1 else ""
+            return _Count(names, l3 if l3 is not None and l3 > s1 else None,
                           CONF_CONFLICT, warnings, "counts from the ribs and the sacrum disagree")
-        return _Count(names, top_l3, CONF_RIBS_ONLY, warnings,
+        conf = CONF_RIBS_ONLY
+        if top_l3 is not None:
+            # A check of the rib count: a neighbour with clearly longer processes hints at a
+            # misread last rib (flagged; the count from the ribs is kept).
+            nb = [i for i in (top_l3 - 1, top_l3, top_l3 + 1) if 0 <= i < t12]
+            pick = _longest_tp(bodies, nb)
+            if pick is not None and pick != top_l3:
+                warnings.append(
+                    "the body counted as L3 from the last rib does not have the longest "
+                    f"transverse processes of its neighbours ({_tp_text(bodies, nb)}): the last "
+                    "rib may be misread (a short 12th rib, a lumbar rib) — check spine.png"
+                )
+                conf = CONF_TP_DOUBT
+        return _Count(names, top_l3, conf, warnings,
                       "counted down from the last rib-bearing vertebra (T12); the sacrum is not in the scan",
                       "" if top_l3 is not None else "L3 lies below the scan")
     if s1 is not None:
-        names = _names_from(s1, False, n)
-        l3 = s1 + 3 if s1 + 3 < n else None
+        # Counting up from the sacrum alone: with a transitional lumbosacral vertebra L3 is the
+        # second, third or fourth body above S1. Name one only when all three are in the scan
+        # with their processes (so L3 is in the scan whatever the variant), taking the one
+        # with the longest transverse processes.
+        cands = [s1 + 2, s1 + 3, s1 + 4]
+        in_scan = all(i < n and bodies[i].seg.complete for i in cands[:2]) and cands[2] < n and np.isfinite(bodies[cands[2]].tp_mm)
         warnings.append(
-            "counted up from the sacrum only (no rib-bearing vertebra in the scan): "
-            "a transitional lumbosacral vertebra would shift this count by one level"
+            "counted up from the sacrum only (no rib-bearing vertebra in the scan): a "
+            "transitional lumbosacral vertebra (4 or 6 lumbar vertebrae) would shift this count "
+            "by one level"
         )
-        return _Count(names, l3, CONF_SACRUM_ONLY, warnings,
-                      "counted up from the sacrum; the last rib is not in the scan",
-                      "" if l3 is not None else "L3 lies above the scan")
+        if not in_scan:
+            names = _names_from(s1, False, n)
+            for i in range(s1 + 1, n):
+                names[i] = ""  # above S1 the names depend on the variant
+            return _Count(names, None, 0.0, warnings,
+                          "counted up from the sacrum; the last rib is not in the scan",
+                          "counting up from the sacrum, L3 is the 2nd, 3rd or 4th body above S1 "
+                          "(4, 5 or 6 lumbar vertebrae) and the scan does not show all three "
+                          "with their transverse processes, so L3 may lie above the scan")
+        pick = _longest_tp(bodies, cands)
+        l3 = pick if pick is not None else s1 + 3
+        conf = CONF_SACRUM_ONLY if pick == s1 + 3 else CONF_TP_DOUBT
+        if pick is None:
+            warnings.append(
+                "the transverse processes of the 2nd–4th bodies above the sacrum are too alike "
+                f"to confirm which is L3 ({_tp_text(bodies, cands)}); the ordinary count (5 "
+                "lumbar vertebrae) was used — check spine.png"
+            )
+        elif pick != s1 + 3:
+            warnings.append(
+                f"the body with the longest transverse processes ({_tp_text(bodies, cands)}) "
+                f"is the {pick - s1}th above the sacrum, not the 3rd: a transitional "
+                "lumbosacral vertebra is likely; that body was taken as L3 — check spine.png"
+            )
+        names = _names_from(l3 + 3, True, n)
+        for i in range(s1 + 1):
+            names[i] = "S1" if i == s1 else ""
+        for i in range(s1 + 1, n):
+            if names[i].startswith("T"):
+                names[i] = ""  # no ribs seen: thoracic names would be a guess
+        return _Count(names, l3, conf, warnings,
+                      "counted up from the sacrum and checked with the transverse processes; the last rib is not in the scan")
     names = [""] * n
     if all_ribbed:
         return _Count(names, None, 0.0, warnings, "every vertebra seen carries ribs (thoracic spine)")
@@ -241,15 +361,15 @@ def _coverage(work: Work, bodies: list[_Body], count: _Count | None, rib_share: 
             f", {len(bodies)} vertebral bodies seen, every one carrying ribs (thoracic spine): "
             "L3 lies below the scan"
         )
+    elif rib_share >= 0.5 and sum(b.seg.complete for b in bodies) < 2:
+        text += (
+            f", too short to tell vertebrae apart; rib-like bone beside the spine on "
+            f"{rib_share:.0%} of slices (thoracic level): L3 lies below the scan"
+        )
     elif bodies:
         text += (
             f", {len(bodies)} vertebral bodies seen but neither the last rib (T12) nor the "
             "sacrum, so they cannot be counted"
-        )
-    elif rib_share >= 0.5:
-        text += (
-            f", too short to tell vertebrae apart; rib-like bone beside the spine on "
-            f"{rib_share:.0%} of slices (thoracic level): L3 lies below the scan"
         )
     else:
         text += ", no vertebral bodies could be told apart along the spine"
@@ -268,6 +388,27 @@ def _tp_slice(work: Work, column: Column, seg: Segment) -> int | None:
         if both[k]:
             return k
     return None
+
+
+def _tp_per_body(work: Work, column: Column, segments: list[Segment]) -> list[float]:
+    """Transverse-process reach of each body (NaN where it cannot be read).
+
+    The processes leave the upper part of a body, so a body cut by the scan is measured only
+    when most of it is seen: a body cut by the top with at least 70 % of an ordinary lumbar
+    height below the edge (its processes are then in the scan); one cut by the bottom, never.
+    """
+    done = [sg.height_mm for sg in segments if sg.complete]
+    typical = float(np.median(done)) if done else 27.0
+    out = []
+    for sg in segments:
+        if sg.complete:
+            out.append(tp_reach_mm(work, column, sg.bottom_mm, sg.top_mm))
+        elif sg.bottom_seen and sg.height_mm >= 0.7 * typical:
+            h = max(sg.height_mm, typical)
+            out.append(tp_reach_mm(work, column, sg.bottom_mm, min(sg.bottom_mm + h, sg.top_mm + 0.15 * h)))
+        else:
+            out.append(float("nan"))
+    return out
 
 
 def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceChoice:
@@ -303,7 +444,8 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
     ala_r, ala_l = side_counts(work, column, ALA_LATERAL_MM, ALA_AP_MM)
     ala = np.minimum(ala_r, ala_l) >= MIN_ALA_MM2
     segments = find_segments(work.z_mm, column.density)
-    bodies = _judge_bodies(segments, work.z_mm, rib, ala)
+    tp = _tp_per_body(work, column, segments)
+    bodies = _judge_bodies(segments, work.z_mm, rib, ala, tp)
     count = _count(bodies) if bodies else None
     # For a scan too short to tell vertebrae apart: how often is there rib-like bone anywhere
     # beside and behind the spine (a wider window than the one that judges each vertebra).

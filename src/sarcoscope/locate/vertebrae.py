@@ -37,6 +37,8 @@ LONG_GAP = 1.6
 MAX_INFERRED = 2
 #: Height (mm) given to a disc that had to be inferred.
 DISC_GUESS_MM = 9.0
+#: Share of the profile's range (above its 5th percentile) a body's plateau must reach.
+SOFT_SHARE = 0.3
 #: Closest two discs can be (mm).
 MIN_DISC_SPACING_MM = 17.0
 
@@ -174,8 +176,12 @@ def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
             continue
         inner = q[a : b + 1]
         plateau = float(np.percentile(inner, 75))
-        if plateau < lo + 0.5 * amp:
-            continue  # soft stretch (the track left the bone, or the edge of the scan)
+        # A soft stretch (the track left the bone, or the edge of the scan) is no body. Judged
+        # against the whole profile only loosely (a soft vertebra between dense ones is still a
+        # body) and against its own bounding discs: a body stands clearly above them.
+        rim = max(q[a] if a_seen else lo, q[b] if b_seen else lo)
+        if plateau < lo + SOFT_SHARE * amp or plateau - rim < MIN_CONTRAST_HU / 2:
+            continue
         if a in guessed:
             bottom = float(zg[a]) + DISC_GUESS_MM / 2
         elif a_seen:
