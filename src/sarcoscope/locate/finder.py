@@ -150,11 +150,13 @@ def _bottom_anchor(bodies: list[_Body], t12: int | None) -> int | None:
     at the bottom of the scan. Alae-like bone higher up, with plain vertebrae below it, is not
     the sacrum."""
     judged = [i for i in range(len(bodies)) if bodies[i].ala is not None]
-    if not judged or not bodies[judged[0]].ala or bodies[judged[0]].rib:
-        return None  # the sacrum carries no ribs: alae-like bone beside a thoracic body is not it
+    if not judged or not bodies[judged[0]].ala:
+        return None
+    # (Rib-like bone beside a sacral body is the iliac wing at the sacroiliac joint; alae-like
+    # bone beside a thoracic body is ruled out below by the ribs above it.)
     s1 = judged[0]
     for i in judged[1:]:
-        if not bodies[i].ala or bodies[i].rib or (t12 is not None and i >= t12):
+        if not bodies[i].ala or (t12 is not None and i >= t12):
             break
         s1 = i
     # At least three rib-less lumbar bodies lie between the last rib and the sacrum in every

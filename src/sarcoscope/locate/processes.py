@@ -24,7 +24,7 @@ TP_HU = 150.0
 #: A gap of this many mm without bone ends the process.
 TP_GAP_MM = 2.0
 #: Thickest bar (mm, antero-posterior) still taken for a transverse process.
-TP_MAX_THICK_MM = 14.0
+TP_MAX_THICK_MM = 22.0
 #: How far (mm) the bar may move forwards or backwards beyond its root.
 TP_MAX_DRIFT_MM = 5.0
 #: Part of the body (fraction of its height from the bottom) where the processes are read.

@@ -1,0 +1,113 @@
+"""Counting rules of the L3 finder, on hand-made lists of judged vertebral bodies.
+
+Each failure type found in the phantom evaluation (docs/l3-localisation.md) gets a small,
+deterministic case here: bodies are (bottom, top) z with a rib / ala verdict and a measured
+transverse-process reach, listed bottom to top as the finder sees them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sarcoscope.locate.finder import CONF_BOTH, CONF_CONFLICT, _Body, _count
+from sarcoscope.locate.vertebrae import Segment
+
+NAN = math.nan
+
+
+def _bodies(spec: list[tuple[bool | None, bool | None, float]], first_cut: bool = False) -> list[_Body]:
+    """Bodies 27 mm tall with 10 mm discs, from z = 0 up; spec = (rib, ala, tp_mm) each."""
+    out = []
+    z = 0.0
+    for n, (rib, ala, tp) in enumerate(spec):
+        out.append(_Body(Segment(z, z + 27.0, not (first_cut and n == 0), True), rib, ala, tp))
+        z += 37.0
+    return out
+
+
+# Typical reaches (mm): L1 32, L2 40, L3 47, L4 44, L5 39; thoracic bodies 26; sacrum NaN.
+LUMBAR = {"L1": 32.0, "L2": 40.0, "L3": 47.0, "L4": 44.0, "L5": 39.0}
+
+
+def test_ordinary_spine_both_ends_agree() -> None:
+    spec = [(False, True, NAN)] + [(False, False, LUMBAR[f"L{5 - n}"]) for n in range(5)]
+    spec += [(True, False, 26.0)] * 3
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 3 and c.names[3] == "L3" and c.names[0] == "S1" and c.names[6] == "T12"
+    assert c.confidence == CONF_BOTH and not c.warnings
+
+
+def test_bone_beside_the_lowest_bodies_of_a_chest_scan_is_not_the_sacrum() -> None:
+    # Chest / upper-abdomen scan: the lowest body (L1, cut by the scan) has ala-like bone
+    # beside it (a kidney with contrast), every body above carries ribs. Before the fix the
+    # finder counted up from this "sacrum" and named an L3 inside the thoracic spine.
+    spec = [(False, True, NAN)] + [(True, False, 26.0)] * 6
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 is None
+    assert "S1" not in c.names
+
+
+def test_rib_count_one_off_is_settled_by_the_transverse_processes() -> None:
+    # A short 12th rib missed: the rib count sees 6 lumbar-type bodies; the sacrum count is
+    # right, and the body it names L3 has the longest processes.
+    spec = [(False, True, NAN)] + [(False, False, LUMBAR[f"L{5 - n}"]) for n in range(5)]
+    spec += [(False, False, 27.0)]  # T12 with its short rib not seen
+    spec += [(True, False, 26.0)] * 2
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 3 and c.names[3] == "L3"
+    assert c.confidence == CONF_CONFLICT
+    assert any("disagree" in w and "transverse processes" in w for w in c.warnings), c.warnings
+
+
+def test_true_sacralisation_keeps_the_rib_count() -> None:
+    # Four lumbar vertebrae (L1 32, L2 40, L3 47, L4 40): the sacrum count would call L2 "L3";
+    # the processes side with the ribs, and the disagreement is still reported.
+    spec = [(False, True, NAN), (False, False, 40.0), (False, False, 47.0), (False, False, 40.0),
+            (False, False, 32.0)] + [(True, False, 26.0)] * 3
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 2 and c.names[2] == "L3"
+    assert c.confidence == CONF_CONFLICT
+    assert any("disagree" in w for w in c.warnings)
+
+
+def test_processes_too_alike_keep_the_rib_count_and_say_so() -> None:
+    spec = [(False, True, NAN), (False, False, 44.0), (False, False, 44.5), (False, False, 44.2),
+            (False, False, 44.0)] + [(True, False, 26.0)] * 3
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 2 and c.confidence == CONF_CONFLICT
+    assert any("did not tell them apart" in w for w in c.warnings), c.warnings
+
+
+def test_sacrum_only_needs_every_possible_l3_in_the_scan() -> None:
+    # Lower-abdomen scan of a lumbarised spine: S1, L6, L5, L4 whole, the top body cut
+    # (its processes not in the scan). The ordinary count would name L4 "L3"; a sixth lumbar
+    # vertebra would put L3 in the cut body, so no L3 is named.
+    spec = [(False, True, NAN), (False, False, 36.0), (False, False, 39.0), (False, False, 44.0),
+            (False, False, NAN)]
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 is None
+    assert "L3 may lie above the scan" in c.missing
+    assert c.names[0] == "S1" and all(nm == "" for nm in c.names[1:])
+
+
+def test_sacrum_only_names_the_body_with_the_longest_processes() -> None:
+    # No ribs in the scan, S1 + 5 bodies seen: the 3rd above S1 has the longest processes.
+    spec = [(False, True, NAN), (False, False, 39.0), (False, False, 44.0), (False, False, 47.0),
+            (False, False, 40.0), (False, False, 32.0)]
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 3 and c.names[3] == "L3" and c.confidence < 0.9
+    assert any("sacrum only" in w for w in c.warnings)
+    # The same scan of a lumbarised spine: the 4th body above S1 has the longest processes.
+    spec = [(False, True, NAN), (False, False, 36.0), (False, False, 39.0), (False, False, 44.0),
+            (False, False, 47.0), (False, False, 40.0)]
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 4 and c.confidence <= 0.5
+    assert any("transitional lumbosacral vertebra is likely" in w for w in c.warnings), c.warnings
+
+
+def test_agreeing_counts_contradicted_by_the_processes_are_flagged() -> None:
+    spec = [(False, True, NAN)] + [(False, False, v) for v in (39.0, 44.0, 40.0, 47.0, 32.0)]
+    spec += [(True, False, 26.0)] * 3
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 3 and c.confidence <= 0.5
+    assert any("does not have the longest transverse processes" in w for w in c.warnings)
