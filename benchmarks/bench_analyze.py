@@ -34,13 +34,16 @@ from pathlib import Path
 STAGES = ("read", "locate", "segment", "measure", "write")
 
 
-def make_series(cache: Path, n_slices: int, seed: int, coverage: str) -> tuple[Path, int]:
+def make_series(
+    cache: Path, n_slices: int, seed: int, coverage: str, syntax: str = "explicit-le"
+) -> tuple[Path, int]:
     """Write (or reuse) the phantom DICOM series; return its folder and true L3 index."""
     import numpy as np
 
     from sarcoscope import phantom
 
-    folder = cache / f"phantom-512x512x{n_slices}-{coverage}-seed{seed}"
+    tag = "" if syntax == "explicit-le" else f"-{syntax}"
+    folder = cache / f"phantom-512x512x{n_slices}-{coverage}-seed{seed}{tag}"
     meta = folder / "bench-meta.json"
     if meta.is_file():
         return folder / "dicom", int(json.loads(meta.read_text())["l3_index"])
@@ -49,7 +52,7 @@ def make_series(cache: Path, n_slices: int, seed: int, coverage: str) -> tuple[P
     t0 = time.perf_counter()
     ph = phantom.make_volume(params, coverage=coverage, n_slices=n_slices)
     t1 = time.perf_counter()
-    phantom.write_dicom_series(ph.volume, folder / "dicom")
+    phantom.write_dicom_series(ph.volume, folder / "dicom", transfer_syntax=syntax)
     t2 = time.perf_counter()
     print(f"phantom: generated in {t1 - t0:.1f} s, DICOM written in {t2 - t1:.1f} s", flush=True)
     if ph.l3_index is None:
@@ -71,6 +74,8 @@ def run_once(series: Path, out: Path, slices: str | None, segmenter: str | None)
     timings["write"] = written.write_s
     timings["total"] = total
     timings["slice"] = float(result.choice.indices[0])
+    timings["decoded"] = float(result.volume.hu.shape[0] + (
+        result.overview.hu.shape[0] if getattr(result, "overview", None) is not None else 0))
     return timings
 
 
@@ -119,6 +124,15 @@ def peak_memory(series: Path, out: Path, slices: str | None, segmenter: str | No
     return result
 
 
+def _loadavg() -> float | None:
+    try:
+        import os
+
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slices-n", type=int, default=300, help="number of slices (default 300)")
@@ -129,13 +143,18 @@ def main() -> None:
                     help="default: what analyze uses by default")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sarcoscope-bench")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--transfer-syntax", default="explicit-le",
+                    help="phantom.TRANSFER_SYNTAXES, e.g. jpeg2000 (default explicit-le)")
+    ap.add_argument("--cases", default="whole,given,single",
+                    help="comma list of whole,given,single (default all three)")
     args = ap.parse_args()
 
     import numpy as np
 
     from sarcoscope.errors import L3NotFound
 
-    series, l3 = make_series(args.cache, args.slices_n, args.seed, args.coverage)
+    series, l3 = make_series(args.cache, args.slices_n, args.seed, args.coverage, args.transfer_syntax)
+    load0 = _loadavg()
     n_files = len(list(series.glob("*")))
     hu_mb = args.slices_n * 512 * 512 * 2 / 2**20
     print(f"series: {series} ({n_files} files), true L3 slice {l3}; HU array {hu_mb:.0f} MiB int16")
@@ -144,11 +163,14 @@ def main() -> None:
         out = Path(tmp) / "out"
         single = sorted(series.iterdir())[l3]  # the L3 slice exported alone, as researchers do
         cases = (
-            ("whole series (auto L3)", series, None),
-            (f"one given slice of the series (--slices {l3})", series, str(l3)),
-            (f"one given slice as a single DICOM file ({single.name})", single, None),
+            ("whole", "whole series (auto L3)", series, None),
+            ("given", f"one given slice of the series (--slices {l3})", series, str(l3)),
+            ("single", f"one given slice as a single DICOM file ({single.name})", single, None),
         )
-        for case, source, slices in cases:
+        wanted = set(args.cases.split(","))
+        for key, case, source, slices in cases:
+            if key not in wanted:
+                continue
             try:
                 run_once(source, out, slices, args.segmenter)  # warm-up: imports, model, page cache
             except L3NotFound as exc:
@@ -159,7 +181,8 @@ def main() -> None:
             med = {k: statistics.median(r[k] for r in runs) for k in (*STAGES, "total")}
             spread = (min(r["total"] for r in runs), max(r["total"] for r in runs))
             mem = peak_memory(source, out, slices, args.segmenter)
-            print(f"\n{case}: analysed slice {int(runs[0]['slice'])}")
+            print(f"\n{case}: analysed slice {int(runs[0]['slice'])}, "
+                  f"{int(runs[0]['decoded'])} slice(s) decoded")
             print(f"  median total {med['total']:.3f} s  (min {spread[0]:.3f}, max {spread[1]:.3f}, n={len(runs)})")
             print("  " + "  ".join(f"{k} {med[k]:.3f}" for k in STAGES))
             if mem is not None:
@@ -169,6 +192,9 @@ def main() -> None:
                             "peak_rss_mib": None if mem is None else {"after_imports": mem[0], "peak": mem[1]},
                             "slice": int(runs[0]["slice"])}
     report["numpy"] = np.__version__
+    report["loadavg_start_end"] = [load0, _loadavg()]
+    print(f"\nload average (1 min) at start {load0}, at end {report['loadavg_start_end'][1]} "
+          "(runnable processes on this machine's cores)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

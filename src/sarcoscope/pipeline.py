@@ -15,7 +15,7 @@ import numpy as np
 
 from sarcoscope.errors import InputError, ModelError
 from sarcoscope.segment.base import Segmenter
-from sarcoscope.settings import AnalysisSettings, resolve_slices
+from sarcoscope.settings import AnalysisSettings, SliceSpec, resolve_slices
 from sarcoscope.types import (
     AnalysisResult,
     CTVolume,
@@ -59,8 +59,13 @@ def analyze(
     warnings: list[str] = []
 
     t0 = time.perf_counter()
-    volume = _read(source, settings)
-    timings["read"] = time.perf_counter() - t0
+    overview: CTVolume | None = None
+    fast = _open_for_strided_locate(source, settings)
+    if fast is not None:
+        volume, overview, choice, timings = _read_and_locate_strided(*fast, settings, t0)
+    else:
+        volume = _read(source, settings)
+        timings["read"] = time.perf_counter() - t0
     warnings.extend(volume.series.warnings)
 
     patient = settings.patient(volume.patient)
@@ -68,9 +73,10 @@ def analyze(
     if patient != volume.patient:
         volume = dataclasses.replace(volume, patient=patient)  # shares the HU array
 
-    t0 = time.perf_counter()
-    choice = choose_slices(volume, settings)
-    timings["locate"] = time.perf_counter() - t0
+    if fast is None:
+        t0 = time.perf_counter()
+        choice = choose_slices(volume, settings)
+        timings["locate"] = time.perf_counter() - t0
     warnings.extend(choice.warnings)
 
     t0 = time.perf_counter()
@@ -104,6 +110,7 @@ def analyze(
         reference=reference,
         timings_s=timings,
         warnings=tuple(dict.fromkeys(warnings)),
+        overview=overview,
     )
 
 
@@ -119,9 +126,142 @@ def _read(source: Path | str | CTVolume, settings: AnalysisSettings) -> CTVolume
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder. Check the path and try again.")
+    spec = settings.slice_spec
+    if spec is not None and spec.kind != "all" and _is_dicom_input(path):
+        return _read_given_slices(path, spec, settings)
     from sarcoscope.io import read_ct
 
     return read_ct(path, series_uid=settings.series_uid)
+
+
+#: The L3 finder works on ~2 mm in z (discs, body heights, processes); thinner DICOM series
+#: are located on every s-th slice so that spacing is about this, then only the chosen
+#: slice(s) are decoded at full resolution.
+LOCATE_SPACING_MM = 2.0
+#: Definitions whose level is a z the finder reports (body centre, inferior endplate);
+#: "first slice showing both transverse processes" needs every slice and keeps a full read.
+_STRIDABLE_DEFINITIONS = ("mid-L3", "L3-inferior-endplate")
+
+
+def locate_stride(spacing_mm: float, n_slices: int) -> int:
+    """Every how many slices the L3 finder needs to see (1 = all) for a slice spacing."""
+    if n_slices < 20 or not spacing_mm > 0:
+        return 1
+    return max(1, int(round(LOCATE_SPACING_MM / spacing_mm)))
+
+
+def _open_for_strided_locate(source: Path | str | CTVolume, settings: AnalysisSettings):
+    """(opened series, stride) when automatic L3 on a thin-slice DICOM series can read a
+    strided subset; None when the ordinary full read applies."""
+    if isinstance(source, CTVolume) or settings.slice_spec is not None:
+        return None
+    definition = settings.l3_definition or "mid-L3"
+    if definition not in _STRIDABLE_DEFINITIONS:
+        return None
+    path = Path(source)
+    if not path.exists() or not _is_dicom_input(path):
+        return None
+    from sarcoscope.io import open_dicom
+
+    opened = open_dicom(path, settings.series_uid)
+    plan = opened.plan
+    spacing = float(np.linalg.norm(plan.affine[:3, 2]))
+    stride = locate_stride(spacing, plan.n_slices)
+    return opened, stride
+
+
+def _read_and_locate_strided(opened, stride: int, settings: AnalysisSettings, t0: float):
+    """Find L3 on every ``stride``-th slice, then decode only the chosen slice(s).
+
+    Returns (partial volume with full-stack indices, the strided overview, choice counted
+    along the full stack, timings). The chosen level is the z the finder reports for L3 (body
+    centre or inferior endplate), placed on the nearest slice of the full stack; averaging
+    bands are taken on the full stack as the finder takes them. If L3 is not found on the
+    strided volume the whole series is read and located as before, so the message (and a
+    borderline decision) is the full-resolution one.
+    """
+    from sarcoscope.errors import L3NotFound
+    from sarcoscope.locate import find_l3
+
+    timings: dict[str, float] = {}
+    plan = opened.plan
+    n = plan.n_slices
+    if stride <= 1:
+        volume = opened.load()
+        timings["read"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        choice = choose_slices(volume, settings)
+        timings["locate"] = time.perf_counter() - t1
+        return volume, None, choice, timings
+    first = (n - 1) % stride // 2  # centre the subset: at most stride//2 slices lost per end
+    overview = opened.load(range(first, n, stride))
+    timings["read"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    try:
+        coarse = find_l3(overview, _locate_settings(settings))
+    except L3NotFound:
+        log.info("L3 not found on every %d. slice: locating on the whole series", stride)
+        t2 = time.perf_counter()
+        volume = opened.load()
+        timings["read"] += time.perf_counter() - t2
+        t3 = time.perf_counter()
+        choice = choose_slices(volume, settings)  # raises with the full-resolution message
+        timings["locate"] = time.perf_counter() - t1 - (t3 - t2)
+        return volume, None, choice, timings
+    choice = _coarse_to_stack(coarse, plan, settings, first, stride)
+    timings["locate"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    volume = opened.load_slices(choice.indices)
+    timings["read"] += time.perf_counter() - t2
+    log.info(
+        "L3 located on every %d. slice (%.1f mm), slice(s) %s decoded at full resolution",
+        stride, stride * float(np.linalg.norm(plan.affine[:3, 2])), list(choice.indices),
+    )
+    return volume, overview, choice, timings
+
+
+def _coarse_to_stack(coarse: SliceChoice, plan, settings: AnalysisSettings, first: int, stride: int) -> SliceChoice:
+    """Place the finder's answer on the strided volume onto the full stack."""
+    n = plan.n_slices
+    z_all = np.array([plan.z_mm(k) for k in range(n)])
+    definition = settings.l3_definition or "mid-L3"
+    l3 = next((v for v in coarse.vertebrae if v.name == "L3"), None)
+    target = None
+    if l3 is not None:
+        target = l3.z_bottom_mm if definition == "L3-inferior-endplate" else l3.z_mm
+    if target is None:  # no level reported: keep the coarse slice itself
+        centre = sorted(coarse.indices)[len(coarse.indices) // 2]
+        k0 = first + stride * int(centre)
+    else:
+        k0 = int(np.argmin(np.abs(z_all - target)))
+    z0 = float(z_all[k0])
+    if settings.average_mm:
+        ks = [k for k in range(n) if abs(z_all[k] - z0) <= float(settings.average_mm) + 1e-6]
+    else:
+        ks = [k0]
+    return dataclasses.replace(
+        coarse, indices=tuple(int(k) for k in ks), z_mm=tuple(float(z_all[k]) for k in ks)
+    )
+
+
+def _is_dicom_input(path: Path) -> bool:
+    from sarcoscope.io.sources import is_nifti
+
+    return not (path.is_file() and is_nifti(path))
+
+
+def _read_given_slices(path: Path, spec: SliceSpec, settings: AnalysisSettings) -> CTVolume:
+    """``--slices`` on DICOM: headers of the whole series, pixels of the named slices only.
+
+    The partial volume keeps full-stack indices, affine and source grid (``CTVolume.
+    stack_indices``), so every output is the one a full read gives; the range check and its
+    message are those of ``settings.resolve_slices``.
+    """
+    from sarcoscope.io import open_dicom
+
+    opened = open_dicom(path, settings.series_uid)
+    wanted = spec.input_indices(opened.n_slices)
+    return opened.load_slices(wanted)
 
 
 def choose_slices(volume: CTVolume, settings: AnalysisSettings) -> SliceChoice:
@@ -134,6 +274,11 @@ def choose_slices(volume: CTVolume, settings: AnalysisSettings) -> SliceChoice:
             z_mm=tuple(volume.z_mm(k) for k in indices),
             method="manual",
             definition=f"--slices {spec.text}",
+        )
+    if volume.is_partial:
+        raise InputError(
+            "this volume holds only some decoded slices of its series (a partial read); the "
+            "L3 finder needs the whole series — give --slices or pass a fully read volume."
         )
     if volume.n_slices == 1:
         return SliceChoice(

@@ -18,6 +18,7 @@ Geometry convention (one, converted at the readers):
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -132,6 +133,15 @@ class CTVolume:
     never be counted as tissue; ``padding_fraction`` records how much was replaced.
     ``slice_uids[k]`` is the SOPInstanceUID of display slice ``k`` ("" when unknown) and
     ``slice_files[k]`` the file it came from ("" for NIfTI and phantoms).
+
+    **Partial reads.** When ``stack_indices`` is non-empty only those slices of a stack of
+    ``stack_size`` slices were decoded (e.g. ``--slices K`` on a 300-file series): ``hu[m]``
+    is stack slice ``stack_indices[m]``. Every *index* of such a volume still counts along the
+    full stack — ``n_slices``, ``shape``, ``z_mm(k)``, ``slice_hu(k)``, the affine's third
+    axis, ``slice_uids``/``slice_files`` (one per stack slice), ``source_grid`` and the indices
+    in ``SliceChoice``/``LabelMap`` — so outputs report the same numbers as after a full read.
+    Only ``hu`` is short; code that walks ``hu`` itself (the L3 finder) needs a full volume
+    (``is_partial`` False).
     """
 
     hu: np.ndarray
@@ -142,6 +152,8 @@ class CTVolume:
     slice_uids: tuple[str, ...] = ()
     slice_files: tuple[str, ...] = ()
     padding_fraction: float = 0.0
+    stack_indices: tuple[int, ...] = ()
+    stack_size: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.hu, np.ndarray) or self.hu.ndim != 3:
@@ -155,14 +167,49 @@ class CTVolume:
         _check_affine(affine, "CTVolume.affine")
         object.__setattr__(self, "affine", affine)
         n = self.hu.shape[0]
+        if self.stack_indices:
+            idx = tuple(int(k) for k in self.stack_indices)
+            object.__setattr__(self, "stack_indices", idx)
+            if len(idx) != n:
+                raise ValueError(f"stack_indices has {len(idx)} entries for {n} decoded slices")
+            if self.stack_size < 1:
+                raise ValueError(f"stack_size must be >= 1 for a partial volume, got {self.stack_size}")
+            if idx[0] < 0 or idx[-1] >= self.stack_size:
+                raise ValueError(f"stack_indices {idx[0]}…{idx[-1]} fall outside 0…{self.stack_size - 1}")
+            if any(b <= a for a, b in zip(idx, idx[1:])):
+                raise ValueError(f"stack_indices must be strictly increasing, got {idx[:8]}")
+            n = self.stack_size
+        elif self.stack_size not in (0, n):
+            raise ValueError(
+                f"stack_size {self.stack_size} given for a full volume of {n} slices "
+                "(a partial volume needs stack_indices)"
+            )
         if self.slice_uids and len(self.slice_uids) != n:
             raise ValueError(f"slice_uids has {len(self.slice_uids)} entries for {n} slices")
         if self.slice_files and len(self.slice_files) != n:
             raise ValueError(f"slice_files has {len(self.slice_files)} entries for {n} slices")
 
     @property
+    def is_partial(self) -> bool:
+        """True when only some slices of the stack were decoded (see ``stack_indices``)."""
+        return bool(self.stack_indices)
+
+    @property
     def n_slices(self) -> int:
-        return int(self.hu.shape[0])
+        """Slices in the (full) stack; for a partial volume more than ``hu`` holds."""
+        return int(self.stack_size) if self.stack_indices else int(self.hu.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(slice, row, column) shape of the full stack (``hu.shape`` unless partial)."""
+        return (self.n_slices, int(self.hu.shape[1]), int(self.hu.shape[2]))
+
+    def loaded_position(self, k: int) -> int | None:
+        """Position in ``hu`` of stack slice ``k``, or None when it was not decoded."""
+        if not self.stack_indices:
+            return int(k) if 0 <= k < self.hu.shape[0] else None
+        m = bisect.bisect_left(self.stack_indices, int(k))
+        return m if m < len(self.stack_indices) and self.stack_indices[m] == k else None
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -187,7 +234,13 @@ class CTVolume:
         """One axial slice as float32 HU, display-oriented."""
         if not 0 <= k < self.n_slices:
             raise IndexError(f"slice {k} is outside 0..{self.n_slices - 1}")
-        return np.asarray(self.hu[k], dtype=np.float32)
+        m = self.loaded_position(k)
+        if m is None:
+            raise IndexError(
+                f"slice {k} was not decoded in this partial read (decoded: "
+                f"{list(self.stack_indices[:8])}{'…' if len(self.stack_indices) > 8 else ''})"
+            )
+        return np.asarray(self.hu[m], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -314,6 +367,10 @@ class AnalysisResult:
     reference: str  # key of the cut-off reference used (references.REFERENCES)
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: When ``volume`` is a partial read (``volume.is_partial``): the evenly strided volume of
+    #: the whole series the L3 finder worked on, for pictures of the whole spine (spine.png).
+    #: Its own slice numbering; ``choice`` counts along the full stack like ``volume``.
+    overview: CTVolume | None = None
 
     def __post_init__(self) -> None:
         n = len(self.choice.indices)

@@ -100,3 +100,24 @@ def test_spine_png_is_written(abdomen, tmp_path: Path) -> None:
         px = np.asarray(im.convert("RGB")).astype(int)
         red = (px[..., 0] > 200) & (px[..., 1] < 90) & (px[..., 2] < 90)
         assert red.sum(axis=1).max() > 0.5 * w
+
+
+def test_lumbarised_scan_starting_below_l3_has_no_l3() -> None:
+    # Six lumbar vertebrae, scan from the pelvis up to just below mid-L3: counting up from the
+    # sacrum alone names L4 "L3" (the first finder did, confidence 0.7). A sixth lumbar
+    # vertebra cannot be ruled out from the sacrum end, so no L3 may be named.
+    pv = _make(20, "lower-abdomen", lumbar_count=6)
+    assert pv.l3_index is None
+    with pytest.raises(L3NotFound, match="L3 may lie above the scan") as info:
+        find_l3(pv.volume)
+    assert info.value.coverage and "covers z" in info.value.coverage
+
+
+def test_short_last_rib_conflict_is_settled_by_the_transverse_processes() -> None:
+    # A hypoplastic 12th rib: the rib count is one level off (the first finder kept it, 37 mm
+    # off); L3's transverse processes are the longest, which sides with the sacrum count.
+    pv = _make(31, "abdomen", hypoplastic_last_rib=True)
+    choice = find_l3(pv.volume)
+    assert abs(choice.z_mm[0] - pv.vertebra("L3").z_mm) <= 5.0, choice
+    assert choice.confidence is not None and choice.confidence <= 0.5
+    assert any("disagree" in w and "transverse processes" in w for w in choice.warnings), choice.warnings

@@ -166,7 +166,9 @@ def _render_spine(result: AnalysisResult, path: Path) -> Path | None:
 
         logging.getLogger(__name__).info("render.spine not available: no spine.png")
         return None
-    return Path(render_spine(result.volume, result.choice, path))
+    # After a partial read (only the L3 slice decoded) the whole spine is in the overview.
+    volume = result.overview if result.overview is not None else result.volume
+    return Path(render_spine(volume, result.choice, path))
 
 
 # ----------------------------------------------------------------------------- terminal

@@ -21,7 +21,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def display_label_volume(result: AnalysisResult) -> np.ndarray:
     """uint8 (k, j, i) labels in display orientation: analysed slices filled, 0 elsewhere."""
-    out = np.zeros(result.volume.hu.shape, dtype=np.uint8)
+    out = np.zeros(result.volume.shape, dtype=np.uint8)  # the full stack, even after a partial read
     for lm in result.label_maps:
         out[lm.slice_index] = lm.labels
     return out

@@ -176,7 +176,7 @@ def result_to_dict(
             "kernel": series.kernel or None,
             "slice_thickness_mm": _num(series.slice_thickness_mm),
             "selection_reason": series.selection_reason or None,
-            "shape": [int(s) for s in volume.hu.shape],
+            "shape": [int(s) for s in volume.shape],  # full stack, also after a partial read
             "spacing_mm": [_num(s, 4) for s in volume.spacing_mm],
             "padding_fraction": _num(volume.padding_fraction, 4),
             "warnings": list(series.warnings),

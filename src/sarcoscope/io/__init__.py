@@ -8,6 +8,7 @@ Public API::
     select_series(candidates, series_uid=None) -> (SeriesCandidate, reason)
     plan_series(candidate) -> SeriesPlan                     # geometry from headers only
     load_series(candidate, indices=None, *, workers=None) -> CTVolume   # decode only what is needed
+    load_slices(candidate, indices, *, workers=None) -> CTVolume  # partial, full-stack indices
     open_dicom(path, series_uid=None) -> OpenedSeries        # select + plan; .load(indices) later
     source_to_display_index(volume, k_source) -> int
     available_decoders() -> dict[transfer syntax name, plugins]   # for `sarcoscope info`
@@ -18,6 +19,7 @@ from sarcoscope.io.dicom import (
     SeriesPlan,
     discover_series,
     load_series,
+    load_slices,
     open_dicom,
     plan_series,
     read_dicom,
@@ -35,6 +37,7 @@ __all__ = [
     "discover_series",
     "display_to_source_index",
     "load_series",
+    "load_slices",
     "open_dicom",
     "plan_series",
     "read_ct",

@@ -252,6 +252,55 @@ def load_series(
     plan = plan or plan_series(candidate)
     what = f"series {candidate.key or '(no UID)'}"
     picked = _normalise_indices(indices, plan.n_slices, what)
+    return _load(plan, picked, workers, selection_reason, extra_warnings, source_path, stack=False)
+
+
+def load_slices(
+    candidate: SeriesCandidate,
+    indices: Sequence[int],
+    *,
+    workers: int | None = None,
+    plan: SeriesPlan | None = None,
+    selection_reason: str = "",
+    extra_warnings: Sequence[str] = (),
+    source_path: str | None = None,
+) -> CTVolume:
+    """Decode only the stack slices ``indices`` (any set) into a *partial* ``CTVolume``.
+
+    Unlike ``load_series(indices=...)``, which returns a compact volume of its own, the result
+    keeps the full stack's bookkeeping (see ``CTVolume.stack_indices``): affine, source grid,
+    slice UIDs/files and every index count along the whole sorted series, so outputs (slice
+    index, z, ``--labels`` on the full input grid) are identical to a full read's.
+    """
+    plan = plan or plan_series(candidate)
+    what = f"series {candidate.key or '(no UID)'}"
+    picked = sorted(set(int(k) for k in indices))
+    if not picked:
+        raise InputError(f"{what}: no slice indices requested")
+    if picked[0] < 0 or picked[-1] >= plan.n_slices:
+        bad = picked[0] if picked[0] < 0 else picked[-1]
+        raise InputError(
+            f"{what}: slice index {bad} is outside the series' 0…{plan.n_slices - 1} "
+            "(sorted inferior → superior)"
+        )
+    if len(picked) == plan.n_slices:
+        return _load(plan, range(plan.n_slices), workers, selection_reason, extra_warnings,
+                     source_path, stack=False)
+    return _load(plan, picked, workers, selection_reason, extra_warnings, source_path, stack=True)
+
+
+def _load(
+    plan: SeriesPlan,
+    picked: Sequence[int],
+    workers: int | None,
+    selection_reason: str,
+    extra_warnings: Sequence[str],
+    source_path: str | None,
+    *,
+    stack: bool,
+) -> CTVolume:
+    candidate = plan.candidate
+    what = f"series {candidate.key or '(no UID)'}"
     frames = [plan.frames[k] for k in picked]
     _, rows, cols = plan.shape
     out = np.empty((len(picked), rows, cols), dtype=plan.out_dtype)
@@ -273,18 +322,23 @@ def load_series(
     clipped = sum(s.n_clipped for s in stats)
     if clipped:
         warnings.append(f"{clipped} pixel(s) beyond the int16 HU range were clipped (metal?)")
-    affine = plan.affine.copy()
-    affine[:3, 3] = plan.affine[:3, 3] + plan.affine[:3, 2] * picked.start
-    affine[:3, 2] = plan.affine[:3, 2] * picked.step
-    full = picked == range(plan.n_slices)
-    if not full:
-        warnings.append(
-            f"partial load: stack slices {picked.start}…{picked[-1]} step {picked.step} of {plan.n_slices}"
-        )
+    full = not stack and picked == range(plan.n_slices)
+    if stack:
+        affine = plan.affine.copy()
+    else:
+        if not isinstance(picked, range):  # load_series normalises to a range
+            raise TypeError(f"compact loads need a range of slices, got {type(picked).__name__}")
+        affine = plan.affine.copy()
+        affine[:3, 3] = plan.affine[:3, 3] + plan.affine[:3, 2] * picked.start
+        affine[:3, 2] = plan.affine[:3, 2] * picked.step
+        if not full:
+            warnings.append(
+                f"partial load: stack slices {picked.start}…{picked[-1]} step {picked.step} of {plan.n_slices}"
+            )
     first = plan.frames[0]
     patient, patient_warnings = parse_patient(first.patient)
     warnings.extend(patient_warnings)
-    if any(f.uid_from_file_meta for f in frames):
+    if any(f.uid_from_file_meta for f in (plan.frames if stack else frames)):
         warnings.append("SOPInstanceUID empty in the data set: taken from the file meta (MediaStorageSOPInstanceUID)")
     for w in warnings:
         logger.info("%s: %s", what, w)
@@ -307,10 +361,12 @@ def load_series(
         affine=affine,
         series=info,
         patient=patient,
-        source_grid=plan.source_grid if full else None,
-        slice_uids=tuple(f.sop_uid for f in frames),
-        slice_files=tuple(f.source.name for f in frames),
+        source_grid=plan.source_grid if (full or stack) else None,
+        slice_uids=tuple(f.sop_uid for f in (plan.frames if stack else frames)),
+        slice_files=tuple(f.source.name for f in (plan.frames if stack else frames)),
         padding_fraction=n_pad / n_pixels,
+        stack_indices=tuple(picked) if stack else (),
+        stack_size=plan.n_slices if stack else 0,
     )
 
 
@@ -332,6 +388,18 @@ class OpenedSeries:
     @property
     def n_slices(self) -> int:
         return self.plan.n_slices
+
+    def load_slices(self, indices: Sequence[int], *, workers: int | None = None) -> CTVolume:
+        """Decode only ``indices`` into a partial volume that keeps full-stack indices."""
+        return load_slices(
+            self.candidate,
+            indices,
+            workers=workers,
+            plan=self.plan,
+            selection_reason=self.reason,
+            extra_warnings=self.warnings,
+            source_path=str(self.path),
+        )
 
     def load(self, indices: Sequence[int] | slice | range | None = None, *, workers: int | None = None) -> CTVolume:
         return load_series(

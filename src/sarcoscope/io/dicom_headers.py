@@ -20,6 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from sarcoscope.errors import InputError
 from sarcoscope.io.patient import RawPatient
+from sarcoscope.io.raw_header import RawHeader, read_raw_header
 from sarcoscope.io.sources import DICOMDIR_SOP_CLASS, Opener, SourceRef
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,26 @@ _IMAGE_SOP_CLASSES = frozenset(
 )
 
 
-def read_dataset(fh: BinaryIO, name: str, *, stop_before_pixels: bool) -> Dataset | None:
+def read_dataset(fh: BinaryIO, name: str, *, stop_before_pixels: bool) -> Dataset | RawHeader | None:
     """Read one DICOM stream; ``None`` when it is not DICOM.
+
+    With ``stop_before_pixels`` a plain single-frame file is read by ``io.raw_header`` (only
+    the tags the reader uses; a ``RawHeader``), anything else by pydicom. Either way the
+    stream is left at the PixelData tag.
+    """
+    if stop_before_pixels:
+        start = fh.tell()
+        fast = read_raw_header(fh)
+        if fast is not None:
+            header, offset = fast
+            fh.seek(offset)
+            return header
+        fh.seek(start)
+    return read_pydicom(fh, name, stop_before_pixels=stop_before_pixels)
+
+
+def read_pydicom(fh: BinaryIO, name: str, *, stop_before_pixels: bool) -> Dataset | None:
+    """Read one DICOM stream with pydicom; ``None`` when it is not DICOM.
 
     Files without a preamble are force-read only when their first bytes look like a DICOM tag,
     so random junk is never "parsed" into a nonsense dataset. Raises ``InputError`` for a file
@@ -287,9 +306,15 @@ def _padding(ds: Any, bits_allocated: int, pixel_rep: int) -> tuple[int | None, 
     return fix(ds.get("PixelPaddingValue")), fix(ds.get("PixelPaddingRangeLimit"))
 
 
-def frames_from_dataset(ds: Dataset, ref: SourceRef, pixel_offset: int | None = None) -> list[FrameHeader]:
-    """One ``FrameHeader`` per image frame of a dataset (empty for non-image DICOM)."""
-    h = FastHeader(ds)
+def frames_from_dataset(
+    ds: Dataset | RawHeader, ref: SourceRef, pixel_offset: int | None = None
+) -> list[FrameHeader]:
+    """One ``FrameHeader`` per image frame of a dataset (empty for non-image DICOM).
+
+    ``ds`` is a pydicom data set or, for the common single-frame case, the ``RawHeader`` of
+    ``io.raw_header`` (same values, read ~20× faster).
+    """
+    h: Any = ds if isinstance(ds, RawHeader) else FastHeader(ds)
     rows = _int_or_none(h.get("Rows"))
     cols = _int_or_none(h.get("Columns"))
     if not rows or not cols:
@@ -401,8 +426,12 @@ def frames_from_dataset(ds: Dataset, ref: SourceRef, pixel_offset: int | None = 
     return frames
 
 
-def scan_headers(refs: list[SourceRef]) -> HeaderScan:
-    """Read the header of every source once (``stop_before_pixels``)."""
+def scan_headers(refs: list[SourceRef], *, use_raw: bool = True) -> HeaderScan:
+    """Read the header of every source once (``stop_before_pixels``).
+
+    Plain single-frame files go through ``io.raw_header`` (the wanted tags only); anything it
+    does not handle exactly — and ``use_raw=False`` — through ``pydicom.dcmread``.
+    """
     frames: list[FrameHeader] = []
     not_dicom: list[str] = []
     damaged: list[str] = []
@@ -411,7 +440,11 @@ def scan_headers(refs: list[SourceRef]) -> HeaderScan:
         for ref in refs:
             try:
                 with opener.open(ref) as fh:
-                    ds = read_dataset(fh, ref.name, stop_before_pixels=True)
+                    ds: Dataset | RawHeader | None
+                    if use_raw:
+                        ds = read_dataset(fh, ref.name, stop_before_pixels=True)
+                    else:
+                        ds = read_pydicom(fh, ref.name, stop_before_pixels=True)
                     pixel_offset = fh.tell()
             except InputError as exc:
                 logger.warning("%s", exc)

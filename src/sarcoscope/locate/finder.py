@@ -4,7 +4,9 @@ The count runs from both ends where the scan allows it: down from the last rib-b
 vertebra (T12) and up from the sacrum (the first body with alae beside it, joined to the
 iliac wings). Five lumbar bodies between them is the ordinary anatomy; any other number
 (transitional vertebra, lumbar rib, 11 or 13 rib pairs, a missed disc) is reported with a low
-confidence rather than hidden.
+confidence rather than hidden, and the length of the transverse processes (L3's are the
+longest of the lumbar spine) picks between the candidates. From the sacrum alone an L3 is
+named only when every body a transitional vertebra could make L3 is in the scan.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ MIN_LUMBAR_BELOW_RIBS = 3
 #: Transverse processes longer by this much (mm, mean of both sides) decide between two
 #: candidate L3 bodies; closer than that the length does not tell them apart.
 TP_MARGIN_MM = 1.5
+#: Transverse processes are read on the lowest this many bodies of the scan.
+TP_BODIES = 10
 #: Confidence by how the count was anchored.
 CONF_BOTH = 0.95
 CONF_RIBS_ONLY = 0.8
@@ -354,8 +358,10 @@ def _coverage(work: Work, bodies: list[_Body], count: _Count | None, rib_share: 
     named = [(nm, b) for nm, b in zip(names, bodies) if nm]
     if named:
         lo_name, hi_name = named[0][0], named[-1][0]
-        span = lo_name if lo_name == hi_name else f"{hi_name}–{lo_name}"
-        text += f", about {span}: the lowest vertebra seen is {lo_name}, the highest {hi_name}"
+        if lo_name == hi_name:
+            text += f", {len(bodies)} vertebral bodies seen, only {lo_name} named"
+        else:
+            text += f", about {hi_name}–{lo_name}: the lowest vertebra seen is {lo_name}, the highest {hi_name}"
         if count is not None and count.l3 is None and count.missing:
             text += f": {count.missing}"
     elif count is not None and "thoracic" in count.anchor_text:
@@ -392,7 +398,9 @@ def _tp_slice(work: Work, column: Column, seg: Segment) -> int | None:
     return None
 
 
-def _tp_per_body(work: Work, column: Column, segments: list[Segment]) -> list[float]:
+def _tp_per_body(
+    work: Work, column: Column, segments: list[Segment], skip: list[bool] | None = None
+) -> list[float]:
     """Transverse-process reach of each body (NaN where it cannot be read).
 
     The processes leave the upper part of a body, so a body cut by the scan is measured only
@@ -402,8 +410,11 @@ def _tp_per_body(work: Work, column: Column, segments: list[Segment]) -> list[fl
     done = [sg.height_mm for sg in segments if sg.complete]
     typical = float(np.median(done)) if done else 27.0
     out = []
-    for sg in segments:
-        if sg.complete:
+    skip = skip or [False] * len(segments)
+    for sg, no in zip(segments, skip):
+        if no:
+            out.append(float("nan"))
+        elif sg.complete:
             out.append(tp_reach_mm(work, column, sg.bottom_mm, sg.top_mm))
         elif sg.bottom_seen and sg.height_mm >= 0.7 * typical:
             h = max(sg.height_mm, typical)
@@ -446,8 +457,12 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
     ala_r, ala_l = side_counts(work, column, ALA_LATERAL_MM, ALA_AP_MM)
     ala = np.minimum(ala_r, ala_l) >= MIN_ALA_MM2
     segments = find_segments(work.z_mm, column.density)
-    tp = _tp_per_body(work, column, segments)
-    bodies = _judge_bodies(segments, work.z_mm, rib, ala, tp)
+    bodies = _judge_bodies(segments, work.z_mm, rib, ala)
+    # Processes are compared between the lumbar bodies, which lie among the lowest ten of
+    # any scan that shows them (the sacrum, at most six lumbar vertebrae, a few rib-like
+    # bodies where the rib detector errs); the thoracic spine above is not read (time).
+    tp = _tp_per_body(work, column, segments, skip=[n >= TP_BODIES for n in range(len(bodies))])
+    bodies = [_Body(b.seg, b.rib, b.ala, t) for b, t in zip(bodies, tp)]
     count = _count(bodies) if bodies else None
     # For a scan too short to tell vertebrae apart: how often is there rib-like bone anywhere
     # beside and behind the spine (a wider window than the one that judges each vertebra).
