@@ -13,9 +13,14 @@ Peak memory: each case once more in a fresh child process (``multiprocessing`` s
 only: RSS after the imports, then the peak RSS (VmHWM, reset after the imports) of one
 analysis including writing, beside the size of the HU array for scale.
 
+Each case also prints how many slices were decoded (a partial read decodes only the given
+slice; automatic L3 on a thin-slice series a strided subset plus the chosen slice) and the
+1-minute load average at the start and end (the machine is shared).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_analyze.py [--slices-n 300] [--repeats 5] [--segmenter baseline]
+        [--transfer-syntax explicit-le|jpeg2000|rle|jpegls|implicit-le] [--cases whole,given,single]
 
 The phantom series is generated once into a cache folder (``--cache``; default a temp dir).
 The machine is shared: numbers vary run to run; the median and the spread are printed.

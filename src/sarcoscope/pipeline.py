@@ -53,6 +53,12 @@ def analyze(
     AnalysisResult
         ``volume`` carries the *effective* patient info (header overridden by settings);
         ``timings_s`` has ``read``, ``locate``, ``segment``, ``measure`` (seconds).
+
+    Reading only what is needed (DICOM paths): with ``--slices`` only the named slices are
+    decoded; automatic L3 on a thin-slice series (< ~1.5 mm) locates on every s-th slice
+    (``LOCATE_SPACING_MM``) and then decodes only the chosen slice(s). ``volume`` is then a
+    partial read that still counts indices along the full stack (``CTVolume.stack_indices``),
+    and ``overview`` holds the strided volume for spine.png.
     """
     settings = settings or AnalysisSettings()
     timings: dict[str, float] = {}
@@ -180,9 +186,6 @@ def _read_and_locate_strided(opened, stride: int, settings: AnalysisSettings, t0
     strided volume the whole series is read and located as before, so the message (and a
     borderline decision) is the full-resolution one.
     """
-    from sarcoscope.errors import L3NotFound
-    from sarcoscope.locate import find_l3
-
     timings: dict[str, float] = {}
     plan = opened.plan
     n = plan.n_slices
@@ -193,6 +196,9 @@ def _read_and_locate_strided(opened, stride: int, settings: AnalysisSettings, t0
         choice = choose_slices(volume, settings)
         timings["locate"] = time.perf_counter() - t1
         return volume, None, choice, timings
+    from sarcoscope.errors import L3NotFound
+    from sarcoscope.locate import find_l3
+
     first = (n - 1) % stride // 2  # centre the subset: at most stride//2 slices lost per end
     overview = opened.load(range(first, n, stride))
     timings["read"] = time.perf_counter() - t0

@@ -111,3 +111,18 @@ def test_agreeing_counts_contradicted_by_the_processes_are_flagged() -> None:
     c = _count(_bodies(spec, first_cut=True))
     assert c.l3 == 3 and c.confidence <= 0.5
     assert any("does not have the longest transverse processes" in w for w in c.warnings)
+
+
+def test_rib_count_alone_needs_the_body_below_l3() -> None:
+    # Upper-abdomen scan ending just below the body the rib count calls L3: a missed short
+    # 12th rib would make that body L2, and only the processes of the body below could show
+    # it, so no L3 is named.
+    spec = [(False, False, 47.0), (False, False, 40.0), (False, False, 32.0)]
+    spec += [(True, False, 26.0)] * 3
+    c = _count(_bodies(spec))
+    assert c.l3 is None
+    assert "short 12th rib" in c.missing and "below the scan" in c.missing
+    # With the body below in the scan, the count stands (confidence of a one-end count).
+    spec = [(False, False, 44.0)] + spec
+    c = _count(_bodies(spec))
+    assert c.l3 == 1 and c.names[1] == "L3" and 0.5 < c.confidence < 0.9

@@ -278,6 +278,17 @@ def _count(bodies: list[_Body]) -> _Count:
             return _Count(names, l3 if l3 is not None and l3 > s1 else None,
                           CONF_CONFLICT, warnings, "counts from the ribs and the sacrum disagree")
         conf = CONF_RIBS_ONLY
+        if top_l3 is not None and (top_l3 == 0 or not np.isfinite(bodies[top_l3 - 1].tp_mm)):
+            # Counting down from the ribs alone: a short 12th rib that was missed puts L3 one
+            # body lower. Only the processes of the body below can show it (L3's are longer),
+            # so without that body in the scan no L3 is named.
+            names[top_l3] = ""
+            return _Count(names, None, 0.0, warnings,
+                          "counted down from the last rib-bearing vertebra (T12); the sacrum is not in the scan",
+                          f"counting down from the last rib, L3 would be the body at z {_z(bodies, top_l3)}, "
+                          "but the body below it is not in the scan with its transverse processes, so a "
+                          "missed short 12th rib (L3 one body lower) cannot be ruled out: L3 may lie "
+                          "below the scan")
         if top_l3 is not None:
             # A check of the rib count: a neighbour with clearly longer processes hints at a
             # misread last rib (flagged; the count from the ribs is kept).
@@ -404,8 +415,8 @@ def _tp_per_body(
     """Transverse-process reach of each body (NaN where it cannot be read).
 
     The processes leave the upper part of a body, so a body cut by the scan is measured only
-    when most of it is seen: a body cut by the top with at least 70 % of an ordinary lumbar
-    height below the edge (its processes are then in the scan); one cut by the bottom, never.
+    when at least 70 % of an ordinary lumbar height is seen (its processes are then in the
+    scan), the zone placed from the endplate that is seen.
     """
     done = [sg.height_mm for sg in segments if sg.complete]
     typical = float(np.median(done)) if done else 27.0
@@ -419,6 +430,10 @@ def _tp_per_body(
         elif sg.bottom_seen and sg.height_mm >= 0.7 * typical:
             h = max(sg.height_mm, typical)
             out.append(tp_reach_mm(work, column, sg.bottom_mm, min(sg.bottom_mm + h, sg.top_mm + 0.15 * h)))
+        elif sg.top_seen and sg.height_mm >= 0.7 * typical:
+            # cut by the bottom of the scan: the processes leave the upper part, which is seen
+            h = max(sg.height_mm, typical)
+            out.append(tp_reach_mm(work, column, sg.top_mm - h, sg.top_mm))
         else:
             out.append(float("nan"))
     return out
