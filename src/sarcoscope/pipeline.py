@@ -275,6 +275,13 @@ def choose_slices(volume: CTVolume, settings: AnalysisSettings) -> SliceChoice:
     spec = settings.slice_spec
     if spec is not None:
         indices = resolve_slices(spec, volume)
+        missing = [k for k in indices if volume.loaded_position(k) is None]
+        if missing:
+            raise InputError(
+                f"--slices {spec.text}: slice {missing[0]} was not decoded in this partial read "
+                f"of the series (decoded: {list(volume.stack_indices[:8])}); pass the series "
+                "path or a fully read volume."
+            )
         return SliceChoice(
             indices=indices,
             z_mm=tuple(volume.z_mm(k) for k in indices),

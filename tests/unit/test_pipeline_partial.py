@@ -99,6 +99,9 @@ def test_auto_l3_refuses_a_partial_volume(series):
     part = open_dicom(path).load_slices([2])
     with pytest.raises(InputError, match="the L3 finder needs the whole series"):
         analyze(part, AnalysisSettings(), segmenter=LookupSegmenter())
+    with pytest.raises(InputError, match=r"--slices 3: slice 3 was not decoded in this partial read"):
+        analyze(part, AnalysisSettings(slices="3"), segmenter=LookupSegmenter())
+    assert analyze(part, AnalysisSettings(slices="2"), segmenter=LookupSegmenter()).choice.indices == (2,)
 
 
 def test_partial_volume_invariants_are_checked():
