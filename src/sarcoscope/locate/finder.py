@@ -254,7 +254,7 @@ def _count(bodies: list[_Body]) -> _Count:
             # longest transverse processes: among the bodies from one candidate to the other,
             # the one whose processes reach clearly farthest is taken; when they cannot be told
             # apart the rib count stays. Either way the conflict is reported.
-            lo_c, hi_c = sorted(i for i in (top_l3, bottom_l3) if i is not None) if top_l3 is not None else (bottom_l3, bottom_l3)
+            lo_c, hi_c = (bottom_l3, bottom_l3) if top_l3 is None else sorted((top_l3, bottom_l3))
             cands = [i for i in range(max(lo_c, s1 + 1), min(hi_c, n - 1) + 1)]
             pick = _longest_tp(bodies, cands)
             l3 = pick if pick is not None else top_l3
@@ -310,7 +310,11 @@ def _count(bodies: list[_Body]) -> _Count:
         # with their processes (so L3 is in the scan whatever the variant), taking the one
         # with the longest transverse processes.
         cands = [s1 + 2, s1 + 3, s1 + 4]
-        in_scan = all(i < n and bodies[i].seg.complete for i in cands[:2]) and cands[2] < n and np.isfinite(bodies[cands[2]].tp_mm)
+        in_scan = (
+            all(i < n and bodies[i].seg.complete for i in cands[:2])
+            and cands[2] < n
+            and bool(np.isfinite(bodies[cands[2]].tp_mm))
+        )
         warnings.append(
             "counted up from the sacrum only (no rib-bearing vertebra in the scan): a "
             "transitional lumbosacral vertebra (4 or 6 lumbar vertebrae) would shift this count "
@@ -347,7 +351,8 @@ def _count(bodies: list[_Body]) -> _Count:
             if names[i].startswith("T"):
                 names[i] = ""  # no ribs seen: thoracic names would be a guess
         return _Count(names, l3, conf, warnings,
-                      "counted up from the sacrum and checked with the transverse processes; the last rib is not in the scan")
+                      "counted up from the sacrum and checked with the transverse processes; "
+                      "the last rib is not in the scan")
     names = [""] * n
     if all_ribbed:
         return _Count(names, None, 0.0, warnings, "every vertebra seen carries ribs (thoracic spine)")
