@@ -2,9 +2,12 @@
 
 ``ensure_peers()`` installs the Debian packages ``orthanc orthanc-dicomweb dcmtk`` with apt-get
 when ``Orthanc``/``storescu`` are missing (and we are root); in CI a failure FAILS the run
-(``conftest.require``). ``OrthancServer`` starts Orthanc on 127.0.0.1 with its own temporary
-configuration, storage and free ports, the DICOMweb plugin enabled and our receiver registered
-as a modality (so C-MOVE works). Helpers load studies with dcmtk's ``storescu``.
+(``conftest.require``). ``OrthancServer`` starts Orthanc with its own temporary configuration,
+storage and free ports, the DICOMweb plugin enabled and our receiver registered as a modality
+(so C-MOVE works). Orthanc 1.10 has no bind-address option (its ``--config`` dump documents
+none): both ports listen on all interfaces, but it serves only loopback clients — HTTP by
+``RemoteAccessAllowed: false``, DICOM by accepting only registered AE titles from their
+registered address 127.0.0.1 (``DicomCheckModalityHost``, no ``DicomAlwaysAllow*``). Helpers load studies with dcmtk's ``storescu``.
 """
 
 from __future__ import annotations
@@ -88,8 +91,12 @@ class OrthancServer:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomCheckCalledAet": True,
-            "DicomAlwaysAllowEcho": True,
-            "DicomAlwaysAllowStore": True,
+            # Orthanc 1.10 has no option to bind its DICOM or HTTP port to one address (both
+            # listen on all interfaces). What it can do: answer only registered modalities, and
+            # only from their registered address (all 127.0.0.1); HTTP only to local clients.
+            "DicomCheckModalityHost": True,
+            "DicomAlwaysAllowEcho": False,
+            "DicomAlwaysAllowStore": False,
             "DicomAlwaysAllowFind": False,
             "DicomAlwaysAllowGet": False,
             "DicomAlwaysAllowMove": False,
@@ -97,6 +104,7 @@ class OrthancServer:
                 "sarcoscope": [OUR_AET, "127.0.0.1", self.receiver_port],
                 "storescu": ["STORESCU", "127.0.0.1", 1],
                 "findscu": ["FINDSCU", "127.0.0.1", 1],
+                "sarconode": ["SARCONODE", "127.0.0.1", 1],  # `sarcoscope node` sending results
             },
             "Plugins": [str(dicomweb_plugin())],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False},

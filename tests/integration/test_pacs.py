@@ -232,6 +232,51 @@ def test_phantom_wado_and_cstore_twice_is_idempotent(node, local, orthanc, tmp_p
     check_results_in_pacs(orthanc, second, tmp_path)  # exactly one SEG, SR, SC series of one instance
 
 
+def test_cli_auto_l3_phantom_study_send_back(orthanc: OrthancServer, tmp_path: Path, capsys) -> None:
+    """`sarcoscope pacs analyze NODE --accession A --send-back` with no --slices: the L3 finder
+    picks the slice on the retrieved study (within one slice of the phantom's true mid-L3), and
+    SEG/SR/SC of that slice land in Orthanc.
+
+    The study is the phantom's "abdomen" coverage (mid-T10 to mid-S1 with 12 thoracic vertebrae;
+    60 slices of 4.6 mm, 256×256), written by the phantom stage, true L3 from its spine: the
+    finder needs T12 or the sacrum to count vertebrae, so ``make_demo_study`` (L2–L4 only, no
+    anchor) correctly ends in "L3 not found" and cannot serve here."""
+    import json
+
+    import highdicom as hd
+
+    from sarcoscope.cli.main import main
+
+    ph = write_phantom_study(tmp_path / "ph", seed=0, coverage="abdomen", n_slices=60, accession="PH-AUTO")
+    study, truth = ph["study"], ph["l3_index"]
+    assert truth is not None
+    storescu(orthanc, ph["files"])
+    cfg = tmp_path / "sarcoscope.toml"
+    cfg.write_text(
+        f'[local]\nae_title = "{OUR_AET}"\nwork_dir = "{tmp_path / "w"}"\n'
+        f'[nodes.pacs]\nae_title = "{orthanc.aet}"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n'
+    )
+    out = tmp_path / "out"
+    assert main(["pacs", "analyze", "pacs", "--config", str(cfg), "--accession", "PH-AUTO", "--send-back",
+                 "--segmenter", "baseline", "--out", str(out)]) == 0, capsys.readouterr().err
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["slice_selection"]["method"] == "auto" and doc["source"]["study_instance_uid"] == study
+    assert abs(doc["l3"]["index"] - truth) <= 1, (doc["l3"]["index"], truth)
+    ours = _ours(orthanc, study)
+    assert sorted(s["modality"] for s in ours) == ["OT", "SEG", "SR"]
+    assert all(len(s["instances"]) == 1 for s in ours)
+    # the SEG in Orthanc segments exactly the slices chosen automatically
+    seg = hd.seg.segread(_fetch(orthanc, study, "SEG", tmp_path / "seg.dcm"))
+    analysed = {s["sop_instance_uid"] for s in doc["slices"]}
+    referenced = {uid for _, _, uid in seg.get_source_image_uids()}
+    assert referenced == analysed
+    # the SR in Orthanc carries result.json's muscle area for the L3 slice (dsrdump, independent)
+    dump = subprocess.run(["dsrdump", str(_fetch(orthanc, study, "SR", tmp_path / "sr.dcm"))],
+                          capture_output=True, check=True).stdout.decode("latin-1")
+    areas = [float(v) for v in re.findall(r'NUM:\(,,"Area"\)="([-0-9.]+)"', dump)]
+    assert areas[0] == pytest.approx(doc["slices"][0]["tissues"]["muscle"]["area_cm2"], rel=1e-3)
+
+
 # ---------------------------------------------------------------------------------- faults
 def test_pacs_down(local) -> None:
     dead = PacsNode("down", "ORTHANC", "127.0.0.1", free_port(), timeout_s=3)
@@ -247,7 +292,10 @@ def test_wrong_called_ae_title(node, orthanc) -> None:
 
 
 def test_unknown_calling_ae_title(node, liver) -> None:
-    with pytest.raises(PacsError, match=r"C-FIND.*aborted.*calling AE title"):
+    # The test Orthanc answers registered AE titles only (DicomAlwaysAllow* false), so it rejects
+    # the association itself; with DicomAlwaysAllowEcho true it would abort at C-FIND instead.
+    with pytest.raises(PacsError, match=r"rejected the association from 'STRANGER'.*calling AE title is not "
+                                        r"recognised.*register calling AE 'STRANGER'"):
         dimse.find_studies(node, "STRANGER", dimse.StudyQuery(accession="LD0001"))
 
 

@@ -170,3 +170,82 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ---------------------------------------------------------------------------------- quiet period
+def _recording_node(tmp_path: Path, quiet_period_s: float, gate=None):
+    """A node whose 'analysis' records which instances each job saw (the SOP UIDs on disk) and
+    optionally waits on ``gate`` (to keep a job running while more images arrive)."""
+    from sarcoscope.pacs.node import Node
+
+    seen: list[set[str]] = []
+
+    def process(folder: Path, out: Path) -> list[Path]:
+        seen.append({p.stem for p in Path(folder).rglob("*.dcm")})
+        if gate is not None:
+            assert gate.wait(60), "test gate never opened"
+        return []
+
+    local = LocalNode(ae_title=NODE_AET, port=free_port(), work_dir=tmp_path / "node", quiet_period_s=quiet_period_s)
+    return Node(local, process, lambda files: None), seen
+
+
+def _sops(files) -> set[str]:
+    from pydicom import dcmread
+
+    return {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+
+
+def test_quiet_period_two_bursts_closer_than_it_make_one_job(tmp_path: Path, pacs_peers) -> None:
+    """Instances arriving less than ``quiet_period_s`` after the previous one belong to the same
+    batch: one job, covering every instance of both bursts."""
+    quiet_s = 1.5
+    node, seen = _recording_node(tmp_path, quiet_s)
+    files, study, _ = write_phantom_series(tmp_path / "ph", n_slices=7, distinct_slices=1)
+    node.start()
+    try:
+        assert _send_to_node(node.scp.port, files[:4]).returncode == 0
+        t_first_done = time.monotonic()
+        time.sleep(0.3)
+        assert _send_to_node(node.scp.port, files[4:]).returncode == 0
+        gap_bound_s = time.monotonic() - t_first_done  # ≥ the real gap between the bursts at the node
+        assert gap_bound_s < quiet_s, f"machine too slow: bursts {gap_bound_s:.2f} s apart, not < {quiet_s} s"
+        _wait(lambda: len(node.queue.jobs("done")) == 1, 30, "the job")
+        time.sleep(quiet_s + 0.5)  # long enough for a (wrong) second batch to be closed and run
+    finally:
+        node.stop()
+    done = node.queue.jobs("done")
+    assert len(done) == 1 and done[0].study_uid == study
+    assert seen == [_sops(files)]  # exactly one analysis, of all 7 instances
+    assert not (tmp_path / "node" / "incoming" / study).exists()
+
+
+def test_quiet_period_gap_longer_than_it_makes_a_second_job(tmp_path: Path, pacs_peers) -> None:
+    """A pause longer than ``quiet_period_s`` closes the first batch: it is queued with the
+    instances received so far. Instances arriving later — here while the first job is still
+    running — form a second batch and a second job of their own; the first job neither sees nor
+    deletes them, and nothing is lost. (The worker closes batches between jobs, so the second
+    batch is queued once the first job has finished.)"""
+    import threading
+
+    gate = threading.Event()
+    node, seen = _recording_node(tmp_path, 0.5, gate)
+    files, study, _ = write_phantom_series(tmp_path / "ph", n_slices=7, distinct_slices=1)
+    node.start()
+    try:
+        assert _send_to_node(node.scp.port, files[:4]).returncode == 0
+        _wait(lambda: len(seen) == 1, 30, "the first job to start")  # quiet period over, job 1 running
+        assert _send_to_node(node.scp.port, files[4:]).returncode == 0
+        # the late instances wait in incoming/, apart from the running job's batch
+        assert {p.stem for p in (tmp_path / "node" / "incoming" / study).rglob("*.dcm")} == _sops(files[4:])
+        assert len(node.queue.jobs("running")) == 1
+        gate.set()
+        assert node.wait_idle(30)
+    finally:
+        gate.set()
+        node.stop()
+    done = node.queue.jobs("done")
+    assert [j.study_uid for j in done] == [study, study] and node.queue.jobs("failed") == []
+    assert seen == [_sops(files[:4]), _sops(files[4:])]
+    assert not (tmp_path / "node" / "incoming" / study).exists()
+    assert not list((tmp_path / "node" / "staged").iterdir())  # images removed once each job is done

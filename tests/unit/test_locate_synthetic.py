@@ -38,12 +38,16 @@ def make_spine_volume(
     contrast: bool = False,
     implant: bool = False,
     feet_offset_mm: float = 0.0,
+    soft_bone: bool = False,
+    noise_hu: float = 12.0,
     seed: int = 0,
 ) -> tuple[CTVolume, dict[str, tuple[float, float]]]:
     """A display-oriented CTVolume of a lower chest to pelvis, and each vertebra's (bottom, top) z.
 
     The spine is built from the top (T8 at ``z_top_mm`` - 10 mm) down; ``n_lumbar`` lumbar
     vertebrae then the sacrum. ``lumbar_rib`` puts a rib pair on L1 (a counting variant).
+    ``soft_bone`` builds osteoporotic bodies: a 60 HU trabecular core inside a 2 mm cortical
+    shell (450 HU), with 95 HU discs between them — the core is *softer* than the discs.
     """
     rng = np.random.default_rng(seed)
     # Build the spine from z = 60 mm down, independent of the field of view.
@@ -84,7 +88,15 @@ def make_spine_volume(
             if not bottom - 12 <= zz <= top + 12:
                 continue
             if bottom <= zz <= top:
-                img[((x / 22.0) ** 2 + ((y - yc) / 16.0) ** 2) <= 1.0] = 260.0
+                ell = ((x / 22.0) ** 2 + ((y - yc) / 16.0) ** 2) <= 1.0
+                if soft_bone:
+                    core = ((x / 21.0) ** 2 + ((y - yc) / 15.0) ** 2) <= 1.0
+                    img[ell] = 400.0
+                    img[core] = 50.0
+                else:
+                    img[ell] = 260.0
+            elif soft_bone and top < zz <= top + (6.0 if name.startswith("T") else 9.0):
+                img[((x / 22.0) ** 2 + ((y - yc) / 16.0) ** 2) <= 1.0] = 95.0  # the disc above
             # Posterior arch (pedicles, lamina, spinous process) in the upper two thirds.
             if bottom + (top - bottom) / 3 <= zz <= top + 3:
                 ring = (np.abs(x) <= 14) & (y >= yc + 17) & (y <= yc + 34)
@@ -126,7 +138,7 @@ def make_spine_volume(
             img[wing] = 550.0
         if implant and -200 <= zz <= -60:
             img[(np.abs(np.abs(x) - 18) <= 3) & (np.abs(y - (yc + 40)) <= 3)] = 3000.0
-    hu += rng.normal(0, 12, hu.shape).astype(np.float32)
+    hu += rng.normal(0, noise_hu, hu.shape).astype(np.float32)
     # LPS: x to the patient's left (+i), y posterior (+j), z superior (+k).
     affine = np.array(
         [
@@ -203,6 +215,23 @@ def test_robust_to_acquisition(kw) -> None:
     vol, truth = make_spine_volume(**kw)
     choice = find_l3(vol)
     assert abs(choice.z_mm[0] - _mid(truth, "L3")) <= 4.0, choice
+
+
+@pytest.mark.parametrize("slice_mm", [2.0, 3.0, 5.0])
+def test_soft_bone_with_discs_denser_than_the_core(slice_mm: float) -> None:
+    """Osteoporotic bodies whose core (60 HU) is softer than the discs (95 HU).
+
+    The mean HU of a body's cross-section then barely dips at a disc and neighbouring levels
+    merged into one long "body" (the count one level off, or no L3 at all); the cortical
+    shell still tells every body from its discs.
+    """
+    vol, truth = make_spine_volume(slice_mm=slice_mm, soft_bone=True, noise_hu=20.0)
+    choice = find_l3(vol)
+    assert abs(choice.z_mm[0] - _mid(truth, "L3")) <= 4.0, choice
+    found = {v.name: v for v in choice.vertebrae}
+    for name in ("L1", "L2", "L3", "L4", "L5"):
+        assert name in found, choice.vertebrae
+        assert abs(found[name].z_mm - _mid(truth, name)) <= 5.0, (name, found[name], truth[name])
 
 
 def test_abdomen_without_ribs_counts_from_the_sacrum() -> None:

@@ -151,18 +151,40 @@ def run_pacs_analysis(
 
 
 # ------------------------------------------------------------------------------ options
+def tls_with_overrides(base, ca=None, cert=None, key=None, check_hostname=None):
+    """``base`` TLS settings (from the configuration, may be None) with the command-line values
+    replacing the configured ones field by field; None when neither gives any TLS value."""
+    from sarcoscope.pacs.config import TlsSettings
+
+    if base is None and ca is None and cert is None and key is None:
+        return None  # --[no-]tls-check-hostname alone does not switch TLS on
+    base = base or TlsSettings()
+    # cert and key are a pair: either both from the command line or both from the configuration
+    if cert is None and key is None:
+        cert, key = base.cert_file, base.key_file
+    return TlsSettings(
+        ca_file=ca if ca is not None else base.ca_file,
+        cert_file=cert,
+        key_file=key,
+        check_hostname=base.check_hostname if check_hostname is None else check_hostname,
+    )
+
+
 def _load(config: Path | None, node_name: str | None, host, port, aet, dicomweb_url, calling_aet, local_port=None,
-          work_dir=None, tls_ca=None, tls_cert=None, tls_key=None):
+          work_dir=None, tls_ca=None, tls_cert=None, tls_key=None, timeout_s=None, tls_check_hostname=None,
+          audit_log=None):
     from dataclasses import replace
 
-    from sarcoscope.pacs.config import TlsSettings, load_config, local_with_overrides, node_with_overrides
+    from sarcoscope.pacs.config import load_config, local_with_overrides, node_with_overrides
 
     cfg = load_config(config)
     node = node_with_overrides(cfg, node_name, host=host, port=port, ae_title=aet,
-                               dicomweb_url=dicomweb_url) if node_name else None
-    if node is not None and (tls_ca or tls_cert or tls_key):
-        node = replace(node, tls=TlsSettings(ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key))
-    local = local_with_overrides(cfg, ae_title=calling_aet, port=local_port, work_dir=work_dir)
+                               dicomweb_url=dicomweb_url, timeout_s=timeout_s) if node_name else None
+    if node is not None:
+        tls = tls_with_overrides(node.tls, tls_ca, tls_cert, tls_key, tls_check_hostname)
+        if tls != node.tls:
+            node = replace(node, tls=tls)
+    local = local_with_overrides(cfg, ae_title=calling_aet, port=local_port, work_dir=work_dir, audit_log=audit_log)
     return cfg, node, local
 
 
@@ -175,6 +197,10 @@ CALLING_OPT = typer.Option(None, "--calling-aet", help="Our AE title (default [l
 TLS_CA_OPT = typer.Option(None, "--tls-ca", help="Use DICOM TLS; verify the PACS with this CA file (also HTTPS).")
 TLS_CERT_OPT = typer.Option(None, "--tls-cert", help="Our client certificate for TLS.")
 TLS_KEY_OPT = typer.Option(None, "--tls-key", help="Key of --tls-cert.")
+TLS_HOST_OPT = typer.Option(None, "--tls-check-hostname/--no-tls-check-hostname",
+                            help="Check that the PACS certificate names its host (default [nodes.X.tls] check_hostname, on).")
+TIMEOUT_OPT = typer.Option(None, "--timeout-s", help="Override the node's network timeout (seconds).")
+AUDIT_OPT = typer.Option(None, "--audit-log", help="Override [local] audit_log (JSON lines file).")
 
 
 def _console():
@@ -191,13 +217,16 @@ def echo_command(
     config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
     aet: Optional[str] = AET_OPT, calling_aet: Optional[str] = CALLING_OPT,
     tls_ca: Optional[Path] = TLS_CA_OPT, tls_cert: Optional[Path] = TLS_CERT_OPT, tls_key: Optional[Path] = TLS_KEY_OPT,
+    tls_check_hostname: Optional[bool] = TLS_HOST_OPT, timeout_s: Optional[float] = TIMEOUT_OPT,
+    audit_log: Optional[Path] = AUDIT_OPT,
 ) -> None:
     """C-ECHO a PACS node: checks network, AE titles and that it answers."""
     from sarcoscope.pacs.audit import AuditLog
     from sarcoscope.pacs.dimse import echo
 
     _, pnode, local = _load(config, node, host, port, aet, None, calling_aet, tls_ca=tls_ca, tls_cert=tls_cert,
-                            tls_key=tls_key)
+                            tls_key=tls_key, timeout_s=timeout_s, tls_check_hostname=tls_check_hostname,
+                            audit_log=audit_log)
     ms = echo(pnode, local.ae_title)
     AuditLog(local.audit_path).record("echo", node=pnode.name, ms=round(ms, 1))
     _console().print(f"C-ECHO {pnode.describe()} from {local.ae_title}: OK in {ms:.0f} ms")
@@ -213,6 +242,8 @@ def find_command(
     config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
     aet: Optional[str] = AET_OPT, dicomweb_url: Optional[str] = WEB_OPT, calling_aet: Optional[str] = CALLING_OPT,
     tls_ca: Optional[Path] = TLS_CA_OPT, tls_cert: Optional[Path] = TLS_CERT_OPT, tls_key: Optional[Path] = TLS_KEY_OPT,
+    tls_check_hostname: Optional[bool] = TLS_HOST_OPT, timeout_s: Optional[float] = TIMEOUT_OPT,
+    audit_log: Optional[Path] = AUDIT_OPT,
 ) -> None:
     """Find studies (C-FIND or QIDO-RS) and print them as a table."""
     import re
@@ -231,7 +262,8 @@ def find_command(
             raise ConfigError(f"--date-range {date_range!r}: use YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD")
         date_from, date_to = (m.group(3), m.group(3)) if m.group(3) else (m.group(1), m.group(2))
     _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, tls_ca=tls_ca,
-                            tls_cert=tls_cert, tls_key=tls_key)
+                            tls_cert=tls_cert, tls_key=tls_key, timeout_s=timeout_s,
+                            tls_check_hostname=tls_check_hostname, audit_log=audit_log)
     query = dimse.StudyQuery(patient_id=patient_id, accession=accession, date_from=date_from,
                              date_to=date_to, modality=modality)
     if web:
@@ -275,6 +307,8 @@ def analyze_pacs_command(
     config: Optional[Path] = CONFIG_OPT, host: Optional[str] = HOST_OPT, port: Optional[int] = PORT_OPT,
     aet: Optional[str] = AET_OPT, dicomweb_url: Optional[str] = WEB_OPT, calling_aet: Optional[str] = CALLING_OPT,
     tls_ca: Optional[Path] = TLS_CA_OPT, tls_cert: Optional[Path] = TLS_CERT_OPT, tls_key: Optional[Path] = TLS_KEY_OPT,
+    tls_check_hostname: Optional[bool] = TLS_HOST_OPT, timeout_s: Optional[float] = TIMEOUT_OPT,
+    audit_log: Optional[Path] = AUDIT_OPT,
 ) -> None:
     """Retrieve the study's CT series from the PACS, analyse it, optionally send the results back."""
     from sarcoscope.cli.analyze import print_result
@@ -284,7 +318,8 @@ def analyze_pacs_command(
     if bool(study) == bool(accession):
         raise ConfigError("give exactly one of --study UID or --accession NUMBER")
     _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, local_port, work_dir,
-                            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+                            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, timeout_s=timeout_s,
+                            tls_check_hostname=tls_check_hostname, audit_log=audit_log)
     settings = AnalysisSettings(slices=slices, segmenter=segmenter, height_cm=height_cm, weight_kg=weight_kg,
                                 sex=sex, reference=reference)
     run = run_pacs_analysis(pnode, local, settings, study_uid=study, accession=accession, via=via.value,
@@ -300,16 +335,58 @@ def analyze_pacs_command(
                       f"into study {run.study_uid}", markup=False)
 
 
+def node_settings(
+    config: Path | None = None, *, send_to: str | None = None, send_host: str | None = None,
+    send_port: int | None = None, send_aet: str | None = None, send_dicomweb_url: str | None = None,
+    send_timeout_s: float | None = None, port: int | None = None, ae_title: str | None = None,
+    work_dir: Path | None = None, audit_log: Path | None = None, bind: str | None = None,
+    allow_aet: list[str] | None = None, allow_peer: list[str] | None = None, quiet_period_s: float | None = None,
+    max_attempts: int | None = None, retry_base_s: float | None = None, retry_max_s: float | None = None,
+    tls_cert: Path | None = None, tls_key: Path | None = None, tls_ca: Path | None = None,
+) -> tuple["LocalNode", "PacsNode"]:
+    """``sarcoscope node``'s receiver and send target: the configuration with every command-line
+    value (non-None) replacing the configured one."""
+    from sarcoscope.errors import ConfigError
+    from sarcoscope.pacs.config import load_config, local_with_overrides, node_with_overrides
+
+    cfg = load_config(config)
+    local = local_with_overrides(
+        cfg, port=port, ae_title=ae_title, work_dir=work_dir, audit_log=audit_log, quiet_period_s=quiet_period_s,
+        send_back_to=send_to, bind=bind, max_attempts=max_attempts, retry_base_s=retry_base_s,
+        retry_max_s=retry_max_s, allowed_calling_aets=tuple(allow_aet) if allow_aet else None,
+        allowed_peers=tuple(allow_peer) if allow_peer else None,
+        tls=tls_with_overrides(cfg.local.tls, tls_ca, tls_cert, tls_key),
+    )
+    if not local.send_back_to:
+        raise ConfigError("sarcoscope node needs a node to send results to: --send-to NODE or [local] send_back_to")
+    target = node_with_overrides(cfg, local.send_back_to, host=send_host, port=send_port, ae_title=send_aet,
+                                 dicomweb_url=send_dicomweb_url, timeout_s=send_timeout_s)
+    return local, target
+
+
 def node_command(
     send_to: Optional[str] = typer.Option(None, "--send-to", help="Node to send results to (default [local] send_back_to)."),
     send_via: SendVia = typer.Option(SendVia.store, "--send-via"),
+    send_host: Optional[str] = typer.Option(None, "--send-host", help="Override the send-to node's host."),
+    send_port: Optional[int] = typer.Option(None, "--send-port", help="Override the send-to node's DICOM port."),
+    send_aet: Optional[str] = typer.Option(None, "--send-aet", help="Override the send-to node's AE title."),
+    send_dicomweb_url: Optional[str] = typer.Option(None, "--send-dicomweb-url",
+                                                    help="Override the send-to node's DICOMweb URL (--send-via stow)."),
+    send_timeout_s: Optional[float] = typer.Option(None, "--send-timeout-s", help="Override the send-to node's timeout."),
     port: Optional[int] = typer.Option(None, "--port", help="Our storage SCP port (default [local] port)."),
     ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (default [local] ae_title)."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir"),
+    audit_log: Optional[Path] = AUDIT_OPT,
     bind: Optional[str] = typer.Option(None, "--bind", help="Address to listen on (default [local] bind)."),
     allow_aet: Optional[list[str]] = typer.Option(None, "--allow-aet", help="Allowed calling AE title (repeat)."),
     allow_peer: Optional[list[str]] = typer.Option(None, "--allow-peer", help="Allowed peer address (repeat)."),
     quiet_period_s: Optional[float] = typer.Option(None, "--quiet-period-s", help="Seconds without new images = study complete."),
+    max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help="Tries per job (default [local] max_attempts)."),
+    retry_base_s: Optional[float] = typer.Option(None, "--retry-base-s", help="First retry delay; doubles each time."),
+    retry_max_s: Optional[float] = typer.Option(None, "--retry-max-s", help="Longest retry delay."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="Our receiver's TLS certificate ([local.tls] cert_file); TLS only."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="Key of --tls-cert ([local.tls] key_file)."),
+    tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="Senders must present a certificate signed by this CA ([local.tls] ca_file)."),
     slices: Optional[str] = typer.Option(None, "--slices", help="Analyse these slices instead of finding L3."),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help="baseline or model."),
     config: Optional[Path] = CONFIG_OPT,
@@ -318,21 +395,17 @@ def node_command(
     import signal
     import threading
 
-    from sarcoscope.errors import ConfigError
     from sarcoscope.pacs import workflow
     from sarcoscope.pacs.audit import AuditLog
-    from sarcoscope.pacs.config import load_config, local_with_overrides
     from sarcoscope.pacs.node import Node
     from sarcoscope.settings import AnalysisSettings
 
-    cfg = load_config(config)
-    local = local_with_overrides(cfg, port=port, ae_title=ae_title, work_dir=work_dir, quiet_period_s=quiet_period_s,
-                                 send_back_to=send_to, bind=bind,
-                                 allowed_calling_aets=tuple(allow_aet) if allow_aet else None,
-                                 allowed_peers=tuple(allow_peer) if allow_peer else None)
-    if not local.send_back_to:
-        raise ConfigError("sarcoscope node needs a node to send results to: --send-to NODE or [local] send_back_to")
-    target = cfg.node(local.send_back_to)
+    local, target = node_settings(
+        config, send_to=send_to, send_host=send_host, send_port=send_port, send_aet=send_aet,
+        send_dicomweb_url=send_dicomweb_url, send_timeout_s=send_timeout_s, port=port, ae_title=ae_title,
+        work_dir=work_dir, audit_log=audit_log, bind=bind, allow_aet=allow_aet, allow_peer=allow_peer,
+        quiet_period_s=quiet_period_s, max_attempts=max_attempts, retry_base_s=retry_base_s,
+        retry_max_s=retry_max_s, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
     settings = AnalysisSettings(slices=slices, segmenter=segmenter)
     audit = AuditLog(local.audit_path)
 

@@ -43,6 +43,9 @@ WALL_MARGIN_MM = 4.0
 #: Half-width (mm) of the cross-section box of the mean-HU profile.
 BOX_HALF_WIDTH_MM = 22.0
 WALL_SLAB_HALF_MM = 8.0
+#: Threshold (HU) of the shell profile and its weight (HU per unit share) in the density.
+SHELL_HU = 200.0
+SHELL_WEIGHT_HU = 600.0
 #: HU range the profile is clipped to (cortex capped, fat floored).
 PROFILE_HU = (0.0, 700.0)
 
@@ -227,7 +230,11 @@ def find_column(work: Work) -> Column | None:
     # Two views of the same body: the mean HU over its cross-section (bone density, walls
     # included) and the brightness of its cortical walls; their sum keeps a contrast between
     # body and disc both for dense bone and for osteoporotic bone as soft as a disc.
-    density = _box_profile(work, i_c, j_body, depth_k) + 0.5 * _wall_profile(work, i_c, j_body, depth_k)
+    density = (
+        _box_profile(work, i_c, j_body, depth_k)
+        + 0.5 * _wall_profile(work, i_c, j_body, depth_k)
+        + SHELL_WEIGHT_HU * _shell_profile(work, i_c, j_body, depth_k)
+    )
     present = score[rows, j_body] > 0.15
     back_px = _skin_behind(hu, i_c, j_body, work.dj_mm)
     return Column(i_c, j_body, density, present, back_px)
@@ -247,6 +254,32 @@ def _box_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray)
         half_px = max(1, int(round((depth_mm[k] / 2 + 1.0) / work.dj_mm)))
         a, b = max(0, j_body[k] - half_px), min(n_j, j_body[k] + half_px + 1)
         out[k] = box_sum[k, a:b].sum() / max(1, int(box_n[k, a:b].sum()))
+    return out
+
+
+def _shell_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+    """Per slice: share of the body's cross-section (full resolution) denser than ``SHELL_HU``.
+
+    In soft (osteoporotic) bone the trabecular core can be *less* dense than a disc (70–110
+    HU), so the mean-HU box no longer dips at the discs; what still tells a body from a disc is
+    its cortical shell and the denser trabeculae, a few percent to a fifth of the
+    cross-section above ~200 HU, while a disc has almost none (noise of even a low-dose scan
+    rarely lifts a 110 HU pixel that far). Read at full resolution inside the box only.
+    """
+    full = work.full
+    n_k = full.shape[0]
+    dj_full = work.dj_mm / work.step_j
+    di_full = work.di_mm / work.step_i
+    ic = i_c * work.step_i
+    half_i = max(1, int(round(BOX_HALF_WIDTH_MM / di_full)))
+    i0, i1 = max(0, ic - half_i), min(full.shape[2], ic + half_i + 1)
+    out = np.zeros(n_k)
+    for k in range(n_k):
+        jc = j_body[k] * work.step_j
+        half_j = max(1, int(round((depth_mm[k] / 2 + 1.0) / dj_full)))
+        block = full[k, max(0, jc - half_j) : jc + half_j + 1, i0:i1]
+        if block.size:
+            out[k] = np.count_nonzero((block > SHELL_HU) & (block < METAL_HU)) / block.size
     return out
 
 

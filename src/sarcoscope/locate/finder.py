@@ -294,6 +294,20 @@ def _count(bodies: list[_Body]) -> _Count:
             # misread last rib (flagged; the count from the ribs is kept).
             nb = [i for i in (top_l3 - 1, top_l3, top_l3 + 1) if 0 <= i < t12]
             pick = _longest_tp(bodies, nb)
+            if pick is not None and pick == top_l3 - 1 and (
+                pick == 0 or not np.isfinite(bodies[pick - 1].tp_mm)
+            ):
+                # The body below has clearly longer processes: the last rib (or two) was
+                # probably missed and L3 is lower still — maybe below the scan, since the
+                # body under that one cannot be compared. No L3 is named.
+                for i in range(top_l3 + 1):
+                    names[i] = ""  # their names are in doubt
+                return _Count(names, None, 0.0, warnings,
+                              "counted down from the last rib-bearing vertebra (T12); the sacrum is not in the scan",
+                              f"counting down from the last rib, L3 would be the body at z {_z(bodies, top_l3)}, "
+                              f"but the body below it has clearly longer transverse processes "
+                              f"({_tp_text(bodies, nb)}), so the last rib may have been missed and "
+                              "L3 may lie lower, at or below the edge of the scan")
             if pick is not None and pick != top_l3:
                 warnings.append(
                     "the body counted as L3 from the last rib does not have the longest "
@@ -523,7 +537,15 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
             "the neighbouring discs — check spine.png"
         )
         confidence = min(confidence, 0.5)
-    heights = [b.seg.height_mm for b, nm in zip(bodies, count.names) if nm.startswith("L") and b.seg.complete]
+    # Counted from the ribs alone, a missed disc below L4 cannot move L3 (the names run from
+    # the top); the lowest segment there is often the fused sacrum whose alae were not seen,
+    # and a tall "body" there is no sign of a miscount.
+    first = count.l3 - 1 if "S1" not in count.names else 0
+    heights = [
+        b.seg.height_mm
+        for n_b, (b, nm) in enumerate(zip(bodies, count.names))
+        if nm.startswith("L") and b.seg.complete and n_b >= first
+    ]
     if len(heights) >= 3:
         med = float(np.median(heights))
         odd = [h for h in heights if abs(h - med) > 0.4 * med]

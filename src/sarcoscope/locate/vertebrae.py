@@ -180,7 +180,16 @@ def find_segments(z_mm: np.ndarray, density: np.ndarray) -> list[Segment]:
         # against the whole profile only loosely (a soft vertebra between dense ones is still a
         # body) and against its own bounding discs: a body stands clearly above them.
         rim = max(q[a] if a_seen else lo, q[b] if b_seen else lo)
-        if plateau < lo + SOFT_SHARE * amp or plateau - rim < MIN_CONTRAST_HU / 2:
+        if plateau - rim < MIN_CONTRAST_HU / 2:
+            continue
+        if plateau < lo + SOFT_SHARE * amp and not (
+            # A soft vertebra far below the dense sacrum or thoracic spine of the same scan:
+            # still a body when two clear discs bound it at a body's spacing and it stands
+            # well above both of them.
+            a_seen and b_seen and 0 < a < b < n - 1
+            and MIN_BODY_MM <= (b - a) * PROFILE_STEP_MM <= MAX_BODY_MM
+            and plateau - rim >= MIN_CONTRAST_HU
+        ):
             continue
         if a in guessed:
             bottom = float(zg[a]) + DISC_GUESS_MM / 2

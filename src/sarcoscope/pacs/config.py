@@ -253,6 +253,7 @@ def node_with_overrides(
     port: int | None = None,
     ae_title: str | None = None,
     dicomweb_url: str | None = None,
+    timeout_s: float | None = None,
 ) -> PacsNode:
     """The named node with command-line overrides; an unknown name is fine if host+port are given."""
     if name not in config.nodes and host is not None and port is not None:
@@ -261,7 +262,8 @@ def node_with_overrides(
         node = config.node(name)  # ConfigError naming the known nodes when unknown
     changes = {
         k: v
-        for k, v in dict(host=host, port=port, ae_title=ae_title, dicomweb_url=dicomweb_url).items()
+        for k, v in dict(host=host, port=port, ae_title=ae_title, dicomweb_url=dicomweb_url,
+                         timeout_s=timeout_s).items()
         if v is not None
     }
     return replace(node, **changes) if changes else node

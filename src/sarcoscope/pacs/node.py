@@ -2,8 +2,11 @@
 results back.
 
 Received instances land in ``work_dir/incoming/<study>/<series>/`` (validated UIDs, atomic
-writes). A study is complete when nothing new arrived for ``quiet_period_s``; it then becomes a
-job in the persistent queue (``work_dir/queue``). A worker thread analyses it (``process``,
+writes). A study is complete when nothing new arrived for ``quiet_period_s``: its folder is then
+moved (one rename, while no instance is being written) to ``work_dir/staged/<job>/<study>/`` and
+becomes a job in the persistent queue (``work_dir/queue``). The job covers exactly the instances
+received before that quiet period; anything arriving later starts a new batch in ``incoming/``
+and becomes its own job, so a running job never sees, nor deletes, images it did not analyse. A worker thread analyses it (``process``,
 injected by the CLI: pipeline + DICOM writers), sends the results (``send``) and retries with
 exponential back-off when the PACS is unreachable. Studies whose analysis cannot succeed
 (L3 not found, not CT) fail at once with the reason recorded. On start-up, jobs interrupted
@@ -13,6 +16,7 @@ by a crash are resumed and received-but-unqueued studies are picked up again: no
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -53,6 +57,7 @@ class Node:
         self.poll_s = poll_s
         self.incoming = Path(local.work_dir) / "incoming"
         self.results = Path(local.work_dir) / "results"
+        self.staged = Path(local.work_dir) / "staged"
         self.queue = JobQueue(Path(local.work_dir) / "queue")
         self._last_seen: dict[str, float] = {}
         self._received: dict[str, int] = {}
@@ -70,28 +75,54 @@ class Node:
             self._senders.setdefault(inst.study_uid, set()).add(inst.calling_aet)
 
     def _check_quiet(self) -> None:
+        """Close the batch of every study quiet for ``quiet_period_s`` and queue it as a job."""
         now = time.monotonic()
-        with self._lock:
+        batches: list[tuple[str, str, Path, int, list[str]]] = []
+        with self.scp.store_lock, self._lock:  # no instance is half-written while folders move
             quiet = [s for s, t in self._last_seen.items() if now - t >= self.local.quiet_period_s]
-            for s in quiet:
-                del self._last_seen[s]
-            counts = {s: self._received.pop(s, 0) for s in quiet}
-            senders = {s: sorted(self._senders.pop(s, set())) for s in quiet}
-        for study in quiet:
-            job = self.queue.add(study, self.incoming / study)
-            log.info("study complete (quiet for %.0f s): queued job %s", self.local.quiet_period_s, job.id)
-            self.audit.record("received", study_uid=study, n_instances=counts[study], job=job.id,
-                              calling_aets=senders[study])
+            for study in quiet:
+                del self._last_seen[study]
+                count = self._received.pop(study, 0)
+                senders = sorted(self._senders.pop(study, set()))
+                src = self.incoming / study
+                if not src.is_dir():
+                    continue
+                job_id = self.queue.new_id()
+                dest = self.staged / job_id / study
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dest)  # same file system: atomic; new arrivals start a fresh batch
+                batches.append((study, job_id, dest, count, senders))
+        for study, job_id, dest, count, senders in batches:
+            job = self.queue.add(study, dest, job_id=job_id)
+            log.info("study complete (quiet for %.1f s): queued job %s", self.local.quiet_period_s, job.id)
+            self.audit.record("received", study_uid=study, n_instances=count, job=job.id, calling_aets=senders)
 
     def _resume_unqueued(self) -> None:
-        """Studies on disk without a pending/running job (crash while receiving) get picked up."""
-        queued = {j.study_uid for j in self.queue.jobs("pending") + self.queue.jobs("running")}
+        """After a crash: batches moved to ``staged/`` but not yet queued are queued; studies
+        still in ``incoming/`` (crash while receiving) get a fresh quiet period."""
+        if self.staged.is_dir():
+            for job_dir in sorted(self.staged.iterdir()):
+                if not job_dir.is_dir() or self.queue.known(job_dir.name):
+                    continue
+                for study_dir in job_dir.iterdir():
+                    if study_dir.is_dir() and is_valid_uid(study_dir.name):
+                        job = self.queue.add(study_dir.name, study_dir, job_id=job_dir.name)
+                        log.warning("queued job %s received before a restart", job.id)
         if not self.incoming.is_dir():
             return
         for d in self.incoming.iterdir():
-            if d.is_dir() and is_valid_uid(d.name) and d.name not in queued:
+            if d.is_dir() and is_valid_uid(d.name):
                 with self._lock:
                     self._last_seen.setdefault(d.name, time.monotonic())
+
+    def _remove_images(self, job: Job) -> None:
+        folder = Path(job.folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.parent.parent == self.staged:  # staged/<job>/<study>: drop the empty job folder
+            try:
+                folder.parent.rmdir()
+            except OSError:
+                pass
 
     # -- working ------------------------------------------------------------------------------
     def run_job(self, job: Job) -> None:
@@ -107,7 +138,7 @@ class Node:
             self.audit.record("sent", study_uid=job.study_uid, job=job.id, node=self.local.send_back_to,
                               files=[p.name for p in files])
             self.queue.complete(replace(job, sent=True))
-            shutil.rmtree(job.folder, ignore_errors=True)
+            self._remove_images(job)
             log.info("job %s done: %d result object(s) sent", job.id, len(files))
         except RETRYABLE as exc:
             if job.attempts >= self.local.max_attempts:

@@ -72,14 +72,23 @@ class JobQueue:
         return sorted((self._read(p) for p in (self.root / state).glob("*.json")), key=lambda j: j.created)
 
     # -- operations ---------------------------------------------------------------------------
-    def add(self, study_uid: str, folder: Path) -> Job:
-        """Queue a study; a study already pending is not queued twice."""
+    @staticmethod
+    def new_id() -> str:
+        """A fresh job id (time-ordered, unique; safe as a file and folder name)."""
+        return f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}"
+
+    def known(self, job_id: str) -> bool:
+        """True when a job with this id exists in any state."""
+        return any(self._path(s, job_id).exists() for s in STATES)
+
+    def add(self, study_uid: str, folder: Path, job_id: str | None = None) -> Job:
+        """Queue the images in ``folder``; a folder already pending or running is not queued twice."""
         check_uid(study_uid, "study UID")
         with self._lock:
             for job in self.jobs("pending") + self.jobs("running"):
-                if job.study_uid == study_uid:
+                if job.folder == str(folder) or (job_id is not None and job.id == job_id):
                     return job
-            job = Job(id=f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}", study_uid=study_uid,
+            job = Job(id=job_id or self.new_id(), study_uid=study_uid,
                       folder=str(folder), created=time.time(), history=("queued",))
             self._write("pending", job)
             return job

@@ -78,6 +78,9 @@ class StorageSCP:
         self.durable = durable
         self._server = None
         self._lock = threading.Lock()
+        #: Held while an instance is written and reported: whoever moves a study folder away
+        #: (the node closing a batch) takes it, so no write is ever split by the move.
+        self.store_lock = threading.Lock()
         self.n_received = 0
         self.n_refused = 0
         ae = AE(ae_title=local.ae_title)
@@ -120,15 +123,17 @@ class StorageSCP:
             log.warning("refusing an undecodable instance from %s: %s", calling, exc)
             return STATUS_CANNOT_UNDERSTAND
         dest = uid_path(self.root, study, series) / f"{sop}.dcm"
-        try:
-            write_instance_atomically(event.encoded_dataset(include_meta=True), dest, durable=self.durable)
-        except OSError as exc:
-            log.error("cannot write received instance to %s: %s", dest, exc)
-            return STATUS_OUT_OF_RESOURCES
+        encoded = event.encoded_dataset(include_meta=True)
+        with self.store_lock:
+            try:
+                write_instance_atomically(encoded, dest, durable=self.durable)
+            except OSError as exc:
+                log.error("cannot write received instance to %s: %s", dest, exc)
+                return STATUS_OUT_OF_RESOURCES
+            if self.on_stored is not None:
+                self.on_stored(StoredInstance(dest, study, series, sop, calling))
         with self._lock:
             self.n_received += 1
-        if self.on_stored is not None:
-            self.on_stored(StoredInstance(dest, study, series, sop, calling))
         return STATUS_SUCCESS
 
     # -- lifecycle ----------------------------------------------------------------------------
