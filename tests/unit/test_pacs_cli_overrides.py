@@ -68,6 +68,9 @@ def test_node_settings_command_line_overrides_config(tmp_path: Path) -> None:
     # a certificate without its key is refused with a message naming both
     with pytest.raises(ConfigError, match=r"cert_file .* and key_file \(None\) must be given together"):
         node_settings(cfg, tls_cert=cli_cert)
+    # the send-to node's TLS is settable on the command line too, independently of the receiver's
+    _, target = node_settings(cfg, send_tls_ca=cli_ca, send_tls_cert=cli_cert, send_tls_key=cli_key)
+    assert target.tls == TlsSettings(ca_file=cli_ca, cert_file=cli_cert, key_file=cli_key)
 
 
 def test_pacs_options_override_config(tmp_path: Path) -> None:

@@ -343,6 +343,7 @@ def node_settings(
     allow_aet: list[str] | None = None, allow_peer: list[str] | None = None, quiet_period_s: float | None = None,
     max_attempts: int | None = None, retry_base_s: float | None = None, retry_max_s: float | None = None,
     tls_cert: Path | None = None, tls_key: Path | None = None, tls_ca: Path | None = None,
+    send_tls_ca: Path | None = None, send_tls_cert: Path | None = None, send_tls_key: Path | None = None,
 ) -> tuple["LocalNode", "PacsNode"]:
     """``sarcoscope node``'s receiver and send target: the configuration with every command-line
     value (non-None) replacing the configured one."""
@@ -361,6 +362,11 @@ def node_settings(
         raise ConfigError("sarcoscope node needs a node to send results to: --send-to NODE or [local] send_back_to")
     target = node_with_overrides(cfg, local.send_back_to, host=send_host, port=send_port, ae_title=send_aet,
                                  dicomweb_url=send_dicomweb_url, timeout_s=send_timeout_s)
+    send_tls = tls_with_overrides(target.tls, send_tls_ca, send_tls_cert, send_tls_key)
+    if send_tls != target.tls:
+        from dataclasses import replace
+
+        target = replace(target, tls=send_tls)
     return local, target
 
 
@@ -387,6 +393,9 @@ def node_command(
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="Our receiver's TLS certificate ([local.tls] cert_file); TLS only."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="Key of --tls-cert ([local.tls] key_file)."),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="Senders must present a certificate signed by this CA ([local.tls] ca_file)."),
+    send_tls_ca: Optional[Path] = typer.Option(None, "--send-tls-ca", help="Verify the send-to node with this CA (TLS)."),
+    send_tls_cert: Optional[Path] = typer.Option(None, "--send-tls-cert", help="Our client certificate towards the send-to node."),
+    send_tls_key: Optional[Path] = typer.Option(None, "--send-tls-key", help="Key of --send-tls-cert."),
     slices: Optional[str] = typer.Option(None, "--slices", help="Analyse these slices instead of finding L3."),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help="baseline or model."),
     config: Optional[Path] = CONFIG_OPT,
@@ -405,7 +414,8 @@ def node_command(
         send_dicomweb_url=send_dicomweb_url, send_timeout_s=send_timeout_s, port=port, ae_title=ae_title,
         work_dir=work_dir, audit_log=audit_log, bind=bind, allow_aet=allow_aet, allow_peer=allow_peer,
         quiet_period_s=quiet_period_s, max_attempts=max_attempts, retry_base_s=retry_base_s,
-        retry_max_s=retry_max_s, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
+        retry_max_s=retry_max_s, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+        send_tls_ca=send_tls_ca, send_tls_cert=send_tls_cert, send_tls_key=send_tls_key)
     settings = AnalysisSettings(slices=slices, segmenter=segmenter)
     audit = AuditLog(local.audit_path)
 
