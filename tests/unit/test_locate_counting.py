@@ -126,3 +126,26 @@ def test_rib_count_alone_needs_the_body_below_l3() -> None:
     spec = [(False, False, 44.0)] + spec
     c = _count(_bodies(spec))
     assert c.l3 == 1 and c.names[1] == "L3" and 0.5 < c.confidence < 0.9
+
+
+def test_upper_abdomen_with_two_missed_ribs_names_no_l3() -> None:
+    # Seed-7 case 176 of the evaluation: an upper-abdomen scan (L2 lowest) where the ribs of
+    # T12 and T11 were not seen, so counting down from "T12" (really T10) calls L1 "L3". The
+    # lowest body (really L2) has clearly longer processes than the body counted as L3 and
+    # nothing below it can be compared: no L3 is named.
+    spec = [(False, False, 49.0), (False, False, 37.0), (False, False, 29.0), (False, False, 26.0)]
+    spec += [(True, False, 26.0)] * 3
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 is None
+    assert "longer transverse processes" in c.missing and "below" in c.missing
+    assert not any(c.names[: 2])  # the names below the doubtful count are not given
+
+
+def test_sacrum_like_body_under_rib_bearing_bodies_is_not_counted_from() -> None:
+    # A chest scan whose T12 rib is short (not seen): the lowest body has ala-like bone beside
+    # it and the bodies above carry ribs except T12. Counting up from it named "L3" inside the
+    # thoracic spine (seed 11, case 87, while the disc finder was being changed).
+    spec = [(True, True, NAN), (False, False, 27.0)] + [(True, False, 26.0)] * 5
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 is None
+    assert "S1" not in c.names

@@ -324,6 +324,20 @@ def _count(bodies: list[_Body]) -> _Count:
         # with their processes (so L3 is in the scan whatever the variant), taking the one
         # with the longest transverse processes.
         cands = [s1 + 2, s1 + 3, s1 + 4]
+        ribbed = [i for i in (s1 + 2, s1 + 3, s1 + 4) if i < n and bodies[i].rib]
+        if len(ribbed) == 3:
+            # Rib-like bone beside each of the 2nd, 3rd and 4th bodies above the "sacrum":
+            # the iliac crest reaches only the one or two bodies right above a true sacrum, a
+            # kidney with contrast the odd lumbar body, and of these three at most one (L1 with
+            # a lumbar rib, in a sacralised spine) can carry a real rib. So this is the lower
+            # thoracic spine (a short 12th rib hid the count from the top) and the "alae"
+            # beside its lowest body were ribs or a kidney.
+            names = [""] * n
+            return _Count(names, None, 0.0, warnings,
+                          "no anchor: the sacrum-like lowest body has rib-bearing bodies above it",
+                          f"the lowest body (z {_z(bodies, s1)}) looks like the sacrum, but the 2nd to "
+                          "4th bodies above it carry rib-like bone, so it is more likely the "
+                          "lower thoracic spine: L3 probably lies below the scan")
         in_scan = (
             all(i < n and bodies[i].seg.complete for i in cands[:2])
             and cands[2] < n
