@@ -125,3 +125,20 @@ def finish(img: np.ndarray, grid: Grid, recon_circle: bool) -> np.ndarray:
         rad = min(grid.rows, grid.cols) / 2.0
         out[(x * x + y * y) > rad * rad] = AIR_HU
     return out.astype(np.float32)
+
+
+def apply_cupping(hu: np.ndarray, grid: Grid, frame, info: dict, cupping_hu: float) -> None:
+    """Beam-hardening cupping, in place: the body centre reads a little low.
+
+    ``frame`` is the body's ``anatomy.Frame`` (centre ``yc``, half-axes ``a``, ``b``) and
+    ``info`` what ``Subject.paint_soft`` returned (``body`` mask and its ``region``).
+    Shared by single slices and volumes so both render the same physics.
+    """
+    body = info.get("body")
+    if body is None or cupping_hu <= 0:
+        return
+    rs, cs = info["region"]
+    y = grid.ys(rs.start, rs.stop)[:, None] - frame.yc
+    x = grid.xs(cs.start, cs.stop)[None, :]
+    rr = (x / frame.a) ** 2 + (y / frame.b) ** 2
+    hu[rs, cs] -= cupping_hu * np.clip(1.0 - rr, 0, 1) * body[rs, cs]

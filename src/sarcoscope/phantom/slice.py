@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..tissues import Tissue
-from .acquisition import acquire, finish, metal_streaks
+from .acquisition import acquire, apply_cupping, finish, metal_streaks
 from .anatomy import Subject
 from .params import SLICE_LEVELS, PhantomParams, SpineParams
 from .shapes import Canvas, Grid
@@ -64,13 +64,7 @@ def render_slice(subject: Subject, grid: Grid, z_mm: float, rng: np.random.Gener
     metal = subject.paint_bones(cv, fr, thickness_mm)
     subject.texture(cv, rng)
     body = info.get("body")
-    if body is not None and subject.cupping_hu > 0:
-        # beam-hardening cupping: the body centre reads a little low
-        rs, cs = info["region"]
-        y = grid.ys(rs.start, rs.stop)[:, None] - fr.yc
-        x = grid.xs(cs.start, cs.stop)[None, :]
-        rr = (x / fr.a) ** 2 + (y / fr.b) ** 2
-        cv.hu[rs, cs] -= subject.cupping_hu * np.clip(1.0 - rr, 0, 1) * body[rs, cs]
+    apply_cupping(cv.hu, grid, fr, info, subject.cupping_hu)
     if metal:
         cv.hu += metal_streaks(grid, metal, rng) * (body if body is not None else 1.0)
     img = acquire(cv.hu, grid, body, noise_sd=p.noise_sd, sharpness=p.kernel_sharpness, rng=rng,

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import fft
 
 from ..types import CTVolume, PatientInfo, SeriesInfo, VertebraLevel
-from .acquisition import correlated_noise, kernel_filters, metal_streaks
+from .acquisition import apply_cupping, correlated_noise, kernel_filters, metal_streaks
 from .anatomy import Frame, Subject
 from .params import PhantomParams, SpineParams
 from .shapes import Canvas
@@ -204,13 +204,7 @@ def make_volume(
         info = subject.paint_soft(cv, fr, rng)
         sh = (int(rng.integers(0, rows)), int(rng.integers(0, cols)))
         subject.texture(cv, rng, (np.roll(base_fields[0], sh, (0, 1)), np.roll(base_fields[1], sh, (0, 1))))
-        body = info.get("body")
-        if body is not None and subject.cupping_hu > 0:
-            rs, cs = info["region"]
-            y = grid.ys(rs.start, rs.stop)[:, None] - fr.yc
-            x = grid.xs(cs.start, cs.stop)[None, :]
-            rr = (x / fr.a) ** 2 + (y / fr.b) ** 2
-            cv.hu[rs, cs] -= subject.cupping_hu * np.clip(1.0 - rr, 0, 1) * body[rs, cs]
+        apply_cupping(cv.hu, grid, fr, info, subject.cupping_hu)
         temps_hu[t] = fft.irfft2(fft.rfft2(cv.hu) * mtf, s=(rows, cols))
         temps_sid[t] = cv.sid
         temps_amp[t] = in_body[cv.sid]
