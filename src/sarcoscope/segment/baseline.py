@@ -48,6 +48,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 import sarcoscope
+from sarcoscope.segment.body import crop_box as _crop_box
+from sarcoscope.segment.body import distance_mm as _edt
+from sarcoscope.segment.body import fill_holes as _fill_holes
+from sarcoscope.segment.body import largest_component as _largest
+from sarcoscope.segment.body import trunk_mask
 from sarcoscope.tissues import AIR_HU, FAT_HU, MUSCLE_HU, Tissue
 
 log = logging.getLogger(__name__)
@@ -104,31 +109,6 @@ class BaselineParams:
     min_muscle_mm2: float = 20.0
 
 
-def _edt(mask: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-    return ndi.distance_transform_edt(mask, sampling=spacing)
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndi.label(mask)
-    if n <= 1:
-        return mask.copy() if n == 1 else mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill enclosed background (labels the background once; faster than iterative dilation)."""
-    lab, n = ndi.label(~mask)
-    if n == 0:
-        return mask.copy()
-    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    hole = np.ones(n + 1, bool)
-    hole[border] = False
-    hole[0] = False
-    return mask | hole[lab]
-
-
 def _downsample(mask: np.ndarray, f: tuple[int, int]) -> np.ndarray:
     """Block 'all' of a boolean mask by integer factors: thin gaps (fat planes) survive."""
     if f == (1, 1):
@@ -152,34 +132,8 @@ def _open(mask: np.ndarray, r_mm: float, spacing: tuple[float, float]) -> np.nda
 
 
 def body_mask(hu: np.ndarray, spacing: tuple[float, float], p: BaselineParams) -> np.ndarray:
-    """The trunk: largest component without table/arms bridges, holes filled.
-
-    The opening that cuts thin bridges is a coarse operation, so it runs on a grid of about
-    2 mm; the returned mask keeps the full-resolution outline.
-    """
-    mask = hu > p.body_hu
-    if not mask.any():
-        return mask
-    mask = _largest(mask)
-    f = (max(1, int(2.0 / spacing[0])), max(1, int(2.0 / spacing[1])))
-    coarse = mask[f[0] // 2::f[0], f[1] // 2::f[1]]
-    csp = (spacing[0] * f[0], spacing[1] * f[1])
-    core = _largest(_edt(np.pad(coarse, 1), csp) > p.body_open_mm)
-    if core.any():
-        near = ~(_edt(~core, csp) > p.body_open_mm + 1.5 * max(csp))
-        near = near[1:-1, 1:-1]
-        near = np.repeat(np.repeat(near, f[0], axis=0), f[1], axis=1)
-        full = np.zeros_like(mask)
-        full[: near.shape[0], : near.shape[1]] = near[: mask.shape[0], : mask.shape[1]]
-        if near.shape[0] < mask.shape[0]:
-            full[near.shape[0]:, : near.shape[1]] = full[near.shape[0] - 1: near.shape[0], : near.shape[1]]
-        if near.shape[1] < mask.shape[1]:
-            full[:, near.shape[1]:] = full[:, near.shape[1] - 1: near.shape[1]]
-        mask = _largest(mask & full)
-    box = _crop_box(mask, 1)
-    out = np.zeros_like(mask)
-    out[box] = _fill_holes(mask[box])
-    return out
+    """The trunk (``segment.body.trunk_mask``) with this segmenter's thresholds."""
+    return trunk_mask(hu, spacing, p.body_hu, p.body_open_mm)
 
 
 def _find_vertebra(dense: np.ndarray, body: np.ndarray, spacing: tuple[float, float],
@@ -306,14 +260,6 @@ class BaselineDebug:
     spine_zone: np.ndarray
     vertebra: np.ndarray | None
     centre_rc: tuple[float, float]
-
-
-def _crop_box(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    r0, r1 = max(0, rows[0] - margin), min(mask.shape[0], rows[-1] + margin + 1)
-    c0, c1 = max(0, cols[0] - margin), min(mask.shape[1], cols[-1] + margin + 1)
-    return slice(r0, r1), slice(c0, c1)
 
 
 def _drop_small(mask: np.ndarray, min_mm2: float, sp: tuple[float, float]) -> np.ndarray:

@@ -17,6 +17,9 @@ How a slice is labelled:
    of muscle HU are muscle, of fat HU IMAT; fat-HU pixels of the visceral / subcutaneous
    compartments are VAT / SAT; anything else is background. The network therefore never has
    to reproduce pixel noise, and the labels keep the scan's full resolution.
+5. Only the trunk is measured (``segment.body.trunk_mask``): arms beside the abdomen, the
+   table and blankets are cut off by the same rule the baseline uses, because a network
+   trained on synthetic arms still calls real arm muscle "muscle" now and then.
 
 The grid and window settings travel inside the ONNX file (metadata key ``sarcoscope``), so a
 fine-tuned model is self-describing. ``models/<name>.json`` beside the file is the model card.
@@ -35,6 +38,7 @@ import numpy as np
 from scipy import sparse
 
 from sarcoscope.errors import InputError, ModelError
+from sarcoscope.segment.body import trunk_mask
 from sarcoscope.tissues import AIR_HU, FAT_HU, MUSCLE_HU, Tissue
 
 logger = logging.getLogger(__name__)
@@ -408,4 +412,7 @@ class OnnxSegmenter:
             return np.zeros(np.asarray(hu).shape, dtype=np.uint8)
         out, ctx = result
         compartments = logits_to_compartments(out, ctx, self.spec)
-        return tissues_from_compartments(compartments, np.asarray(hu, dtype=np.float32))
+        arr = np.asarray(hu, dtype=np.float32)
+        # the trunk only: arms beside the abdomen look like trunk muscle and fat to the network
+        compartments[~trunk_mask(arr, pixel_spacing_mm, self.spec.body_hu)] = 0
+        return tissues_from_compartments(compartments, arr)
