@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,13 +26,19 @@ TISSUES: tuple[Tissue, ...] = tuple(Tissue)
 
 @dataclass(frozen=True)
 class ClassAgreement:
-    """One tissue in one case. Areas in cm², HU means over the class's pixels (NaN when absent)."""
+    """One tissue in one case. Areas in cm², HU means over the class's pixels (NaN when absent).
+
+    ``reference_annotated`` is False when the reference does not annotate this tissue at all
+    (e.g. a per-class mask folder without ``imat.nii.gz``): then every reference-side number,
+    Dice and the errors are NaN — unknown, not zero.
+    """
 
     dice: float
     ref_area_cm2: float
     pred_area_cm2: float
     ref_mean_hu: float
     pred_mean_hu: float
+    reference_annotated: bool = True
 
     @property
     def area_error_cm2(self) -> float:
@@ -69,24 +76,33 @@ def _mean_hu(hu: np.ndarray, mask: np.ndarray) -> float:
 
 
 def compare_case(
-    case: str, hu: np.ndarray, pred: np.ndarray, ref: np.ndarray, pixel_spacing_mm: tuple[float, float]
+    case: str,
+    hu: np.ndarray,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    annotated: Collection[Tissue] | None = None,
 ) -> CaseAgreement:
-    """Compare one predicted label map with its reference on the same pixels."""
+    """Compare one predicted label map with its reference on the same pixels.
+
+    ``annotated`` lists the tissues the reference annotates (default: all four); the others
+    get NaN on the reference side instead of counting as "absent" (which would give Dice 0).
+    """
     if pred.shape != ref.shape or hu.shape != ref.shape:
         raise ValueError(
             f"case {case}: shapes differ (image {hu.shape}, prediction {pred.shape}, reference {ref.shape})"
         )
+    known = set(TISSUES if annotated is None else annotated)
     px_cm2 = pixel_spacing_mm[0] * pixel_spacing_mm[1] / 100.0
     out: dict[str, ClassAgreement] = {}
     for t in TISSUES:
         p, r = pred == int(t), ref == int(t)
-        out[t.key] = ClassAgreement(
-            dice=dice(pred, ref, int(t)),
-            ref_area_cm2=float(r.sum()) * px_cm2,
-            pred_area_cm2=float(p.sum()) * px_cm2,
-            ref_mean_hu=_mean_hu(hu, r),
-            pred_mean_hu=_mean_hu(hu, p),
-        )
+        pred_area, pred_hu = float(p.sum()) * px_cm2, _mean_hu(hu, p)
+        if t in known:
+            out[t.key] = ClassAgreement(dice(pred, ref, int(t)), float(r.sum()) * px_cm2, pred_area,
+                                        _mean_hu(hu, r), pred_hu)
+        else:
+            out[t.key] = ClassAgreement(math.nan, math.nan, pred_area, math.nan, pred_hu, reference_annotated=False)
     return CaseAgreement(case, out)
 
 
@@ -110,9 +126,11 @@ def summarise(cases: list[CaseAgreement]) -> dict[str, dict[str, object]]:
         rows = [c.tissues[t.key] for c in cases]
         diff = [r.area_error_cm2 for r in rows if r.ref_area_cm2 > 0 or r.pred_area_cm2 > 0]
         d = _stats(diff)
-        ref_total = sum(r.ref_area_cm2 for r in rows)
-        pred_total = sum(r.pred_area_cm2 for r in rows)
+        known = [r for r in rows if r.reference_annotated]
+        ref_total = sum(r.ref_area_cm2 for r in known)
+        pred_total = sum(r.pred_area_cm2 for r in known)
         summary[t.key] = {
+            "n_not_annotated": len(rows) - len(known),
             "dice": _stats([r.dice for r in rows]),
             "area_error_cm2": d,
             "area_error_pct": _stats([r.area_error_pct for r in rows]),
@@ -133,9 +151,13 @@ CSV_FIELDS = ("dice", "ref_area_cm2", "pred_area_cm2", "area_error_cm2", "area_e
 
 
 def write_cases_csv(cases: list[CaseAgreement], path: Path) -> Path:
-    """One row per case, one column group per tissue (``muscle_dice``, ``muscle_area_error_pct`` …)."""
+    """One row per case, one column group per tissue (``muscle_dice``, ``muscle_area_error_pct`` …).
+
+    The last column, ``reference_missing``, names the tissues the reference does not annotate
+    (``;``-separated); their reference-side cells are empty.
+    """
     path = Path(path)
-    header = ["case"] + [f"{t.key}_{f}" for t in TISSUES for f in CSV_FIELDS]
+    header = ["case"] + [f"{t.key}_{f}" for t in TISSUES for f in CSV_FIELDS] + ["reference_missing"]
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -146,6 +168,7 @@ def write_cases_csv(cases: list[CaseAgreement], path: Path) -> Path:
                 for f in CSV_FIELDS:
                     v = getattr(a, f)
                     row.append("" if not math.isfinite(v) else f"{v:.4f}")
+            row.append(";".join(t.key for t in TISSUES if not c.tissues[t.key].reference_annotated))
             w.writerow(row)
     return path
 
@@ -164,6 +187,8 @@ def plot_agreement(cases: list[CaseAgreement], out_dir: Path, label: str = "") -
         for ax, t in zip(axes, TISSUES):
             ref = np.array([c.tissues[t.key].ref_area_cm2 for c in cases])
             pred = np.array([c.tissues[t.key].pred_area_cm2 for c in cases])
+            known = np.isfinite(ref)  # tissues a reference does not annotate have no point
+            ref, pred = ref[known], pred[known]
             colour = np.array(TISSUE_INFO[t].rgb) / 255
             if kind == "scatter":
                 ax.scatter(ref, pred, s=6, color=colour)

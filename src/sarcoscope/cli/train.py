@@ -97,7 +97,10 @@ def train_command(
 def evaluate_command(
     images: list[Path] = typer.Option(None, "--images", help="CT input (DICOM file/folder or NIfTI); repeat per case."),
     references: list[Path] = typer.Option(
-        None, "--references", help="Reference mask per --images, same order (.tag or NIfTI label map)."
+        None,
+        "--references",
+        help="Reference per --images, same order: DICOM SEG file, NIfTI label map, folder of per-class NIfTI "
+        "masks (muscle/imat/vat/sat.nii.gz) or Slice-O-Matic .tag. Every annotated slice is a case.",
     ),
     segmenter: list[SegmenterChoice] = typer.Option(
         None, "--segmenter", help="Segmenter(s) to evaluate: model (default) and/or baseline; repeat for both."
@@ -106,7 +109,11 @@ def evaluate_command(
     synthetic: int = typer.Option(
         0, "--synthetic", help="Instead of --images: the first N slices of the held-out phantom test set."
     ),
-    label_map: str = typer.Option(None, "--label-map", help="Mask value mapping, e.g. '1=1,2=2,5=3,7=4'."),
+    label_map: str = typer.Option(
+        None, "--label-map",
+        help="Reference value (label map, .tag) or segment number (DICOM SEG) to our label (1 muscle, 2 IMAT, "
+        "3 VAT, 4 SAT, 0 ignore), e.g. '1=1,2=2,5=3,7=4'.",
+    ),
     out: Path = typer.Option(Path("evaluation"), "--out", help="Folder for the CSV, summary JSON and plots."),
 ) -> None:
     """Compare segmentations with reference masks: Dice, area and mean-HU error, Bland–Altman plots."""

@@ -1,8 +1,10 @@
-"""Reference masks a hospital brings: Slice-O-Matic ``.tag`` files and NIfTI label maps.
+"""Reference masks a hospital brings: Slice-O-Matic ``.tag`` files, NIfTI label maps, folders of
+per-class NIfTI masks and DICOM SEG (read in ``train.seg_reference``).
 
-No torch here: ``sarcoscope evaluate`` uses these readers too. Every reader returns masks in
-the display orientation of the CT they belong to (see ``types.CTVolume``), with our label
-values (1 muscle, 2 IMAT, 3 VAT, 4 SAT) after applying a configurable value map.
+No torch here: ``sarcoscope evaluate`` uses these readers too. ``load_reference`` is the one
+entry point for every format; it returns masks in the display orientation of the CT they
+belong to (see ``types.CTVolume``), with our label values (1 muscle, 2 IMAT, 3 VAT, 4 SAT)
+after applying a configurable value map, and says which tissues the reference annotates.
 
 Pairing in a fine-tuning folder: for each DICOM file ``X`` (any name, ``.dcm`` or none),
 its reference is ``X.tag``, ``<stem>.tag``, ``<stem>.nii.gz`` or ``<stem>.nii`` beside it.
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.errors import InputError
+from sarcoscope.tissues import TISSUE_INFO, Tissue
 from sarcoscope.types import CTVolume
 
 logger = logging.getLogger(__name__)
@@ -119,58 +122,153 @@ def read_nifti_labels(path: Path) -> np.ndarray:
     return np.ascontiguousarray(to_display(data, mapping)).astype(np.int64)
 
 
+ALL_TISSUES: frozenset[Tissue] = frozenset(Tissue)
+
+#: File names (without .nii/.nii.gz, case-insensitive) of per-class masks in a reference folder.
+MASK_FILE_NAMES: dict[str, Tissue] = {
+    **{TISSUE_INFO[t].key: t for t in Tissue},
+    "skeletal_muscle": Tissue.MUSCLE,
+}
+
+REFERENCE_FORMATS = (
+    "a DICOM SEG file, a NIfTI label map (.nii/.nii.gz), a folder of per-class NIfTI masks "
+    "(muscle, imat, vat, sat .nii.gz) or a Slice-O-Matic .tag file"
+)
+
+
 @dataclass(frozen=True)
 class ReferenceSlice:
-    """One annotated display slice of a CT: its index and labels (0..4)."""
+    """One annotated display slice of a CT: its index, labels (0..4) and the tissues annotated.
+
+    ``tissues`` are the classes the reference annotates; a class outside it is unknown on this
+    slice (its reference numbers are NaN), not absent.
+    """
 
     k: int
     labels: np.ndarray
+    tissues: frozenset[Tissue] = ALL_TISSUES
 
 
 def load_reference(
     ref_path: Path, volume: CTVolume, value_map: dict[int, int] | None = None, *, image_file: Path | None = None
 ) -> list[ReferenceSlice]:
-    """Annotated slices of ``volume`` from a ``.tag`` or NIfTI reference, in display orientation.
+    """Annotated slices of ``volume`` from any supported reference, in display orientation.
 
-    NIfTI: the label map must cover the same slices as the CT (or be a single slice for a
-    single-slice CT); every slice with labels is returned. ``.tag``: one slice, the DICOM file
-    ``image_file`` (or the volume's only slice).
+    * NIfTI label map: on the CT's grid, the same slices as the CT; every slice with labels is
+      returned. ``value_map`` maps its values (default identity 1..4).
+    * Folder of per-class NIfTI masks (``muscle``, ``imat``, ``vat``, ``sat``, any case,
+      ``skeletal_muscle`` too): one binary mask per tissue on the CT's grid; missing tissues
+      are "not annotated". Overlapping masks are an error.
+    * ``.tag``: one slice, the DICOM file ``image_file`` (or the volume's only slice);
+      ``value_map`` defaults to the Alberta tags.
+    * DICOM SEG: see ``train.seg_reference``; ``value_map`` maps segment numbers.
     """
     ref_path = Path(ref_path)
+    if not ref_path.exists():
+        raise InputError(f"{ref_path}: no such reference file or folder")
     name = ref_path.name.lower()
-    rows, cols = volume.hu.shape[1:]
-    if name.endswith(".tag"):
-        vmap = value_map or DEFAULT_TAG_MAP
-        k = 0
-        if volume.n_slices > 1:
-            if image_file is None or not volume.slice_files:
-                raise InputError(f"{ref_path}: a .tag file annotates one DICOM file; say which (multi-slice series)")
-            files = [Path(f).resolve() for f in volume.slice_files]
-            try:
-                k = files.index(Path(image_file).resolve())
-            except ValueError:
-                raise InputError(f"{ref_path}: its image {image_file} is not part of the series read") from None
-        grid = volume.source_grid
-        stored_shape = (grid.shape[1], grid.shape[2]) if grid is not None else (rows, cols)
-        raw = read_tag(ref_path, stored_shape)
-        labels = apply_value_map(stored_to_display_2d(raw, volume), vmap, str(ref_path))
-        return [ReferenceSlice(k, labels)]
-    if name.endswith((".nii", ".nii.gz")):
-        vmap = value_map or IDENTITY_MAP
-        data = read_nifti_labels(ref_path)
-        if data.shape[1:] != (rows, cols) or data.shape[0] not in (1, volume.n_slices):
+    if ref_path.is_dir():
+        if value_map:
             raise InputError(
-                f"{ref_path}: label map of {data.shape} (slices, rows, columns after orientation) does not match "
-                f"the CT {volume.hu.shape}; export the mask on the CT's own grid"
+                f"{ref_path}: --label-map does not apply to a folder of per-class masks (the file names "
+                "say the tissue); evaluate it without --label-map"
             )
-        out = []
-        for k in range(data.shape[0]):
-            if np.any(data[k]):
-                out.append(ReferenceSlice(k if data.shape[0] > 1 else 0, apply_value_map(data[k], vmap, str(ref_path))))
+        return _load_class_masks(ref_path, volume)
+    if name.endswith(".tag"):
+        return [_load_tag(ref_path, volume, value_map or DEFAULT_TAG_MAP, image_file)]
+    if name.endswith((".nii", ".nii.gz")):
+        data = _nifti_on_grid(ref_path, volume, "label map")
+        vmap = value_map or IDENTITY_MAP
+        out = [ReferenceSlice(k, apply_value_map(data[k], vmap, str(ref_path)))
+               for k in range(data.shape[0]) if np.any(data[k])]
         if not out:
             raise InputError(f"{ref_path}: the label map is empty (no labelled pixel)")
         return out
-    raise InputError(f"{ref_path}: unknown reference format; use a Slice-O-Matic .tag or a NIfTI label map (.nii/.nii.gz)")
+    from sarcoscope.train.seg_reference import read_seg_reference
+
+    return read_seg_reference(ref_path, volume, value_map)
+
+
+def _load_tag(ref_path: Path, volume: CTVolume, vmap: dict[int, int], image_file: Path | None) -> ReferenceSlice:
+    k = 0
+    if volume.n_slices > 1:
+        if image_file is None or not volume.slice_files:
+            raise InputError(f"{ref_path}: a .tag file annotates one DICOM file; say which (multi-slice series)")
+        files = [Path(f).resolve() for f in volume.slice_files]
+        try:
+            k = files.index(Path(image_file).resolve())
+        except ValueError:
+            raise InputError(f"{ref_path}: its image {image_file} is not part of the series read") from None
+    grid = volume.source_grid
+    rows, cols = volume.hu.shape[1:]
+    stored_shape = (grid.shape[1], grid.shape[2]) if grid is not None else (rows, cols)
+    raw = read_tag(ref_path, stored_shape)
+    return ReferenceSlice(k, apply_value_map(stored_to_display_2d(raw, volume), vmap, str(ref_path)))
+
+
+def _nifti_on_grid(path: Path, volume: CTVolume, what: str) -> np.ndarray:
+    """A NIfTI mask in display orientation, checked to lie on the CT's grid (slices, rows, columns)."""
+    data = read_nifti_labels(path)
+    if data.shape != volume.shape:
+        raise InputError(
+            f"{path}: {what} of {data.shape} (slices, rows, columns after orientation) does not match "
+            f"the CT {volume.shape}; export the mask on the CT's own grid (all its slices)"
+        )
+    return data
+
+
+def find_class_masks(folder: Path) -> dict[Tissue, Path]:
+    """The per-class mask files of a reference folder, by tissue (see ``MASK_FILE_NAMES``)."""
+    found: dict[Tissue, Path] = {}
+    ignored: list[str] = []
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        low = f.name.lower()
+        ext = next((e for e in (".nii.gz", ".nii") if low.endswith(e)), None)
+        stem = low[: -len(ext)].replace("-", "_").replace(" ", "_") if ext else ""
+        tissue = MASK_FILE_NAMES.get(stem)
+        if tissue is None:
+            ignored.append(f.name)
+            continue
+        if tissue in found:
+            raise InputError(
+                f"{folder}: two masks for {TISSUE_INFO[tissue].key}: {found[tissue].name} and {f.name}; keep one"
+            )
+        found[tissue] = f
+    if not found:
+        raise InputError(
+            f"{folder}: no per-class mask found (files: {', '.join(ignored[:8]) or 'none'}); a reference folder "
+            "holds one binary NIfTI mask per tissue named muscle.nii.gz, imat.nii.gz, vat.nii.gz, sat.nii.gz"
+        )
+    if ignored:
+        logger.info("%s: files not named after a tissue are ignored: %s", folder, ", ".join(ignored))
+    return found
+
+
+def _load_class_masks(folder: Path, volume: CTVolume) -> list[ReferenceSlice]:
+    masks = find_class_masks(folder)
+    missing = [TISSUE_INFO[t].key for t in Tissue if t not in masks]
+    if missing:
+        logger.warning(
+            "%s: no mask for %s; %s not annotated there (NaN in the evaluation, listed in the CSV column "
+            "reference_missing)", folder, ", ".join(missing),
+            "that class is" if len(missing) == 1 else "those classes are",
+        )
+    labels = np.zeros(volume.shape, dtype=np.uint8)
+    for tissue, path in masks.items():
+        m = _nifti_on_grid(path, volume, "mask") != 0
+        clash = m & (labels != 0)
+        if clash.any():
+            other = masks[Tissue(int(labels[clash].flat[0]))].name
+            k = int(np.argwhere(clash)[0][0])
+            raise InputError(
+                f"{path}: overlaps {other} on {int(clash.sum())} pixels (first on slice {k}); a tissue map needs "
+                "each pixel in one class — fix the masks so that they do not overlap"
+            )
+        labels[m] = int(tissue)
+    out = [ReferenceSlice(k, labels[k], frozenset(masks)) for k in range(labels.shape[0]) if labels[k].any()]
+    if not out:
+        raise InputError(f"{folder}: every mask is empty (no labelled pixel)")
+    return out
 
 
 def find_pairs(folder: Path) -> list[tuple[Path, Path]]:

@@ -122,7 +122,8 @@ def evaluate_pairs(
                 t = time.perf_counter()
                 pred = seg.segment(hu, volume.pixel_spacing_mm)
                 timings[name].append(time.perf_counter() - t)
-                cases[name].append(compare_case(f"{Path(image).name}#{rs.k}", hu, pred, rs.labels, volume.pixel_spacing_mm))
+                cases[name].append(compare_case(f"{Path(image).name}#{rs.k}", hu, pred, rs.labels,
+                                                volume.pixel_spacing_mm, rs.tissues))
     meta = {"set": "user references", "n": len(levels),
             "segmenters": {k: {"name": v.name, "version": v.version, "sha256": v.sha256} for k, v in segmenters.items()}}
     return _finish(cases, levels, timings, Path(out_dir), meta)
