@@ -82,30 +82,27 @@ def trunk_mask(
     core = largest_component(distance_mm(np.pad(coarse, 1), csp) > bridge_mm)
     if core.any():
         near = ~(distance_mm(~core, csp) > bridge_mm + 1.5 * max(csp))
-        near = near[1:-1, 1:-1]
-        near = np.repeat(np.repeat(near, f[0], axis=0), f[1], axis=1)
-        full = np.zeros_like(mask)
-        full[: near.shape[0], : near.shape[1]] = near[: mask.shape[0], : mask.shape[1]]
-        if near.shape[0] < mask.shape[0]:
-            full[near.shape[0]:, : near.shape[1]] = full[near.shape[0] - 1: near.shape[0], : near.shape[1]]
-        if near.shape[1] < mask.shape[1]:
-            full[:, near.shape[1]:] = full[:, near.shape[1] - 1: near.shape[1]]
-        mask = largest_component(mask & full)
+        mask = largest_component(mask & _to_full(near[1:-1, 1:-1], f, mask.shape))
     box = crop_box(mask, 1)
     out = np.zeros_like(mask)
     out[box] = fill_holes(mask[box])
     # limbs are judged on the filled outline: lungs and bowel gas must not thin the trunk
     limbs = _limbs(out[f[0] // 2::f[0], f[1] // 2::f[1]], hu[f[0] // 2::f[0], f[1] // 2::f[1]], csp)
     if limbs is not None:
-        big = np.repeat(np.repeat(limbs, f[0], axis=0), f[1], axis=1)
-        cut = np.zeros_like(out)
-        cut[: big.shape[0], : big.shape[1]] = big[: out.shape[0], : out.shape[1]]
-        if big.shape[0] < out.shape[0]:
-            cut[big.shape[0]:, : big.shape[1]] = cut[big.shape[0] - 1: big.shape[0], : big.shape[1]]
-        if big.shape[1] < out.shape[1]:
-            cut[:, big.shape[1]:] = cut[:, big.shape[1] - 1: big.shape[1]]
-        out = largest_component(out & ~cut)
+        out = largest_component(out & ~_to_full(limbs, f, out.shape))
     return out
+
+
+def _to_full(coarse: np.ndarray, f: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """A mask sampled every ``f`` pixels back on the full grid (edge rows/columns repeated)."""
+    big = np.repeat(np.repeat(coarse, f[0], axis=0), f[1], axis=1)
+    full = np.zeros(shape, dtype=bool)
+    full[: big.shape[0], : big.shape[1]] = big[: shape[0], : shape[1]]
+    if big.shape[0] < shape[0]:
+        full[big.shape[0]:, : big.shape[1]] = full[big.shape[0] - 1: big.shape[0], : big.shape[1]]
+    if big.shape[1] < shape[1]:
+        full[:, big.shape[1]:] = full[:, big.shape[1] - 1: big.shape[1]]
+    return full
 
 
 def _limbs(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, float]) -> np.ndarray | None:
