@@ -8,7 +8,7 @@ mid-L3 slice is compared with the phantom's ground-truth mid-L3 z.
 
 Usage::
 
-    .venv/bin/python benchmarks/eval_l3.py --cases 200 --workers 2 --json /tmp/eval_l3.json
+    .venv/bin/python benchmarks/eval_l3.py --cases 200 --workers 1 --json /tmp/eval_l3.json
 
 Prints a summary (median error, share within 10 mm, out-of-range scans reported as
 L3NotFound, transitional cases flagged) and the worst cases. Small matrices (160–176
@@ -71,6 +71,8 @@ class Case:
     message: str
     locate_s: float
     make_s: float
+    # a warning names the count conflict or a possible transitional vertebra
+    warns_transitional: bool = False
 
 
 def make_case(index: int, seed: int):
@@ -110,9 +112,22 @@ def run_case(index: int, seed: int) -> Case:
                     exc.coverage or str(exc), locate_s, make_s)
     locate_s = time.perf_counter() - t0
     err = choice.z_mm[0] - l3.z_mm if (l3 is not None and truth != "out") else None
+    transitional_words = ("disagree", "transitional")
     return Case(index, seed, coverage, pv.variant, spacing, pixel, truth,
                 l3.z_mm if l3 else None, True, choice.z_mm[0], err, choice.confidence,
-                len(choice.warnings), " | ".join(choice.warnings)[:300], locate_s, make_s)
+                len(choice.warnings), " | ".join(choice.warnings)[:300], locate_s, make_s,
+                any(w in text for text in choice.warnings for w in transitional_words))
+
+
+def _bands(inside: list[Case]) -> dict:
+    """Per confidence band: cases named, and how many of them are within 10 mm."""
+    out = {}
+    for lo, hi in ((0.0, 0.5), (0.5, 0.9), (0.9, 1.01)):
+        sel = [c for c in inside if c.found and lo < (c.confidence or 0.0) <= hi]
+        if lo == 0.0:
+            sel = [c for c in inside if c.found and (c.confidence or 0.0) <= hi]
+        out[f"{lo:.1f}-{min(hi, 1.0):.1f}"] = [len(sel), sum(abs(c.error_mm) <= 10 for c in sel)]
+    return out
 
 
 def summarise(cases: list[Case]) -> dict:
@@ -120,9 +135,17 @@ def summarise(cases: list[Case]) -> dict:
     errs = [abs(c.error_mm) if c.found and c.error_mm is not None else math.inf for c in inside]
     out = [c for c in cases if c.truth == "out"]
     partial = [c for c in cases if c.truth == "partial"]
+    # Transitional lumbosacral vertebra (4 or 6 lumbar vertebrae) with both ends of the count
+    # in the scan: the last rib-bearing vertebra (every one of these coverages reaches at
+    # least the middle of the second-last thoracic vertebra) and the top of S1 with its alae
+    # ("abdomen" starts at the middle of S1). "Flagged": L3 named with confidence <= 0.5 and a
+    # warning; "flagged, said why": one of the warnings names the count conflict or a
+    # possible transitional vertebra (not only, say, irregular heights). A case raising
+    # L3NotFound although L3 is in the scan is not flagged (it is a miss).
     lstv = [c for c in inside if ("sacralisation" in c.variant or "lumbarisation" in c.variant)
             and c.coverage in ("whole", "abdomen", "abdomen-pelvis")]
     flagged = [c for c in lstv if c.found and (c.warnings > 0 and (c.confidence or 1) <= 0.5)]
+    flagged_why = [c for c in flagged if c.warns_transitional]
     conf_hi = [c for c in inside if c.found and (c.confidence or 0) >= 0.9]
     conf_hi_ok = [c for c in conf_hi if abs(c.error_mm) <= 10]
     finite = [e for e in errs if math.isfinite(e)]
@@ -141,6 +164,8 @@ def summarise(cases: list[Case]) -> dict:
         "partial_reported_not_found": sum(not c.found for c in partial),
         "transitional_cases_both_ends_in_scan": len(lstv),
         "transitional_cases_flagged": len(flagged),
+        "transitional_cases_flagged_saying_why": len(flagged_why),
+        "confidence_bands": _bands(inside),
         "high_confidence_cases": len(conf_hi),
         "high_confidence_within_10mm": len(conf_hi_ok),
         "median_locate_s": statistics.median(c.locate_s for c in cases),
@@ -178,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     for c in bad:
         print(f"FAIL case {c.index}: {c.coverage} {c.variant} {c.spacing_mm} mm truth {c.truth} "
               f"err {c.error_mm} conf {c.confidence}: {c.message[:200]}")
+    for c in cases:
+        if (c.truth == "in" and ("sacralisation" in c.variant or "lumbarisation" in c.variant)
+                and c.coverage in ("whole", "abdomen", "abdomen-pelvis")
+                and not (c.found and c.warnings > 0 and (c.confidence or 1) <= 0.5)):
+            print(f"UNFLAGGED transitional case {c.index}: {c.coverage} {c.variant} {c.spacing_mm} mm "
+                  f"err {c.error_mm} conf {c.confidence}: {c.message[:160]}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"summary": summary, "cases": [asdict(c) for c in cases],

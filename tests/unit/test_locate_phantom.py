@@ -113,11 +113,22 @@ def test_lumbarised_scan_starting_below_l3_has_no_l3() -> None:
     assert info.value.coverage and "covers z" in info.value.coverage
 
 
-def test_short_last_rib_conflict_is_settled_by_the_transverse_processes() -> None:
-    # A hypoplastic 12th rib: the rib count is one level off (the first finder kept it, 37 mm
-    # off); L3's transverse processes are the longest, which sides with the sacrum count.
+def test_short_last_rib_is_seen_by_its_head() -> None:
+    # A hypoplastic 12th rib: its shaft is short, but its head articulates with T12 like any
+    # rib's. The first finder missed it and was 37 mm off; v3 settled the resulting conflict
+    # by the transverse processes (confidence 0.3); now T12 itself is recognised.
     pv = _make(31, "abdomen", hypoplastic_last_rib=True)
     choice = find_l3(pv.volume)
     assert abs(choice.z_mm[0] - pv.vertebra("L3").z_mm) <= 5.0, choice
-    assert choice.confidence is not None and choice.confidence <= 0.5
-    assert any("disagree" in w and "transverse processes" in w for w in choice.warnings), choice.warnings
+    found = {v.name: v for v in choice.vertebrae}
+    assert "T12" in found and abs(found["T12"].z_mm - pv.vertebra("T12").z_mm) <= 5.0, choice.vertebrae
+    assert not any("disagree" in w for w in choice.warnings), choice.warnings
+
+
+def test_sacralised_abdomen_is_flagged() -> None:
+    # Four lumbar vertebrae, scanned from the middle of S1 up: both ends are in the scan, so
+    # the counts must disagree and say so (confidence <= 0.5), whichever body is named.
+    pv = _make(23, "abdomen", lumbar_count=4)
+    choice = find_l3(pv.volume)
+    assert choice.confidence is not None and choice.confidence <= 0.5, choice
+    assert any("disagree" in w for w in choice.warnings), choice.warnings

@@ -1,8 +1,8 @@
 """The L3 finder on small hand-built spine volumes (independent of sarcoscope.phantom).
 
 The volumes here are deliberately crude — a soft-tissue ellipse, vertebral bodies and discs,
-posterior arches with transverse processes (L3 longest), ribs on the thoracic vertebrae that
-run laterally and down, a sacrum with alae joined to iliac wings — so the finder is tested on
+posterior arches with transverse processes (L3 longest), ribs on the thoracic vertebrae whose
+head articulates with the side of the body and whose shaft runs laterally and down, a sacrum with alae joined to iliac wings — so the finder is tested on
 anatomy built by a second, independent hand as well as on the project's phantom.
 """
 
@@ -39,6 +39,8 @@ def make_spine_volume(
     implant: bool = False,
     feet_offset_mm: float = 0.0,
     soft_bone: bool = False,
+    soft_sacrum: bool = False,
+    stray_rib_beside_l1: bool = False,
     noise_hu: float = 12.0,
     seed: int = 0,
 ) -> tuple[CTVolume, dict[str, tuple[float, float]]]:
@@ -48,6 +50,10 @@ def make_spine_volume(
     vertebrae then the sacrum. ``lumbar_rib`` puts a rib pair on L1 (a counting variant).
     ``soft_bone`` builds osteoporotic bodies: a 50 HU trabecular core inside a 1 mm cortical
     shell (400 HU), with 95 HU discs between them — the core is *softer* than the discs.
+    ``soft_sacrum`` gives the sacrum and its alae a 60 HU marrow inside a 2 mm cortex.
+    ``stray_rib_beside_l1`` puts rib-shaft-like bone (40 mm beside the spine, 50–80 mm behind
+    the body, as the lower ribs of a slim patient running down from T12) beside the lower
+    half of L1 on both sides, with no rib head on L1.
     """
     rng = np.random.default_rng(seed)
     # Build the spine from z = 60 mm down, independent of the field of view.
@@ -111,6 +117,14 @@ def make_spine_volume(
             if ribbed:
                 # A rib runs from the transverse process laterally, then forward, descending.
                 z_head = bottom + 0.7 * (top - bottom)
+                if name.startswith("T") and abs(zz - z_head) <= 5.0:
+                    # Its head articulates with the side of its own body (T11, T12) and the
+                    # neck runs back and out to where the shaft starts. (A lumbar rib
+                    # articulates with the transverse process only: no head on the body.)
+                    for side in (-1.0, 1.0):
+                        for u in np.linspace(0.0, 1.0, 8):
+                            qx, qy = side * (21.0 + 14.0 * u), yc + 6.0 + 22.0 * u
+                            img[((x - qx) ** 2 + (y - qy) ** 2) <= 4.0**2] = 600.0
                 t = np.linspace(0, 1, 160)
                 for side in (-1.0, 1.0):
                     # From the transverse process back and out to the rib angle, then forward.
@@ -130,12 +144,20 @@ def make_spine_volume(
                 sy = yc + 0.3 * depth
                 half_w = 50.0 - 0.35 * depth
                 img[(np.abs(x) <= half_w) & (np.abs(y - sy) <= 15)] = 300.0
+                if soft_sacrum:
+                    img[(np.abs(x) <= half_w) & (np.abs(y - sy) <= 15)] = 450.0
+                    img[(np.abs(x) <= half_w - 2) & (np.abs(y - sy) <= 13)] = 60.0
                 img[(np.abs(x) <= 8) & (np.abs(y - (sy + 18)) <= 3)] = 10.0  # sacral canal
         if sacrum_top - 80 <= zz <= sacrum_top + 45:
             wing = (np.abs(x) >= 55) & (np.abs(x) <= 135) & (np.abs(y - (yc + 5 - 0.25 * np.abs(x))) <= 6)
             if zz <= sacrum_top - 5:
                 wing |= (np.abs(x) >= 50) & (np.abs(x) <= 70) & (np.abs(y - (yc + 10)) <= 14)
             img[wing] = 550.0
+        if stray_rib_beside_l1:
+            l1_bottom, l1_top = truth["L1"]
+            if l1_bottom <= zz <= l1_bottom + 0.5 * (l1_top - l1_bottom):
+                for side in (-1.0, 1.0):
+                    img[((x - side * 45.0) ** 2 + (y - (yc + 65.0)) ** 2) <= 5.0**2] = 600.0
         if implant and -200 <= zz <= -60:
             img[(np.abs(np.abs(x) - 18) <= 3) & (np.abs(y - (yc + 40)) <= 3)] = 3000.0
     hu += rng.normal(0, noise_hu, hu.shape).astype(np.float32)
@@ -264,3 +286,52 @@ def test_bad_settings_name_the_value() -> None:
         LocateSettings(definition="mid-L4")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="average_mm -1"):
         LocateSettings(average_mm=-1)
+
+
+def test_rib_like_bone_without_a_rib_head_is_not_a_rib() -> None:
+    """Lower ribs running down past L1 (or a kidney or bowel with contrast behind it) put
+    rib-like bone in the window beside L1; only a rib that articulates with the vertebra (its
+    head beside the body) makes the vertebra rib-bearing. Without that check L1 was taken for
+    T12, the counts disagreed, and L3 was settled with confidence 0.3 at best."""
+    vol, truth = make_spine_volume(stray_rib_beside_l1=True)
+    choice = find_l3(vol)
+    assert abs(choice.z_mm[0] - _mid(truth, "L3")) <= 3.0, choice
+    assert choice.confidence is not None and choice.confidence >= 0.9, choice.warnings
+    found = {v.name: v for v in choice.vertebrae}
+    assert "L1" in found and truth["L1"][0] <= found["L1"].z_mm <= truth["L1"][1]
+
+
+def test_soft_ala_joined_to_the_body_counts_a_kidney_does_not() -> None:
+    """The sacral ala detector on one hand-made slice (2 mm pixels).
+
+    A soft S1 (60 HU marrow in a 2 mm cortex) with soft alae fused to it: only the cortex is
+    above 180 HU, so the area rule of v3 (>= 50 mm² above 180 HU in the window) fails, while
+    bone joined to the body reaching 60+ mm out on both sides is seen. A kidney with
+    contrast (a 200 HU ring) beside a lumbar body is not joined to it and counts as nothing.
+    """
+    from sarcoscope.locate.column import Column, Work, attached_counts
+
+    n = 160
+    c = (np.arange(n) - n / 2) * 2.0
+    y, x = np.meshgrid(c, c, indexing="ij")
+    sacrum = np.full((n, n), 40.0)
+    outline = (np.abs(x) <= 90) & (np.abs(y) <= 16)
+    sacrum[outline] = 450.0
+    sacrum[(np.abs(x) <= 87) & (np.abs(y) <= 13)] = 60.0
+    lumbar = np.full((n, n), 40.0)
+    lumbar[((x / 23) ** 2 + (y / 16) ** 2) <= 1] = 450.0
+    lumbar[((x / 21) ** 2 + (y / 14) ** 2) <= 1] = 60.0
+    for side in (-1, 1):
+        ring = (((x - side * 60) / 25) ** 2 + (y / 35) ** 2) <= 1
+        lumbar[ring] = 210.0
+        lumbar[(((x - side * 60) / 20) ** 2 + (y / 30) ** 2) <= 1] = 80.0
+    hu = np.stack([sacrum, lumbar]).astype(np.int16)
+    work = Work(hu, np.array([0.0, 2.0]), 2.0, 2.0, 2.0, 1, 1, hu)
+    column = Column(n // 2, np.array([n // 2, n // 2]), np.zeros(2), np.ones(2, bool),
+                    np.full(2, n), np.full(2, 32.0))
+    area_r, area_l, cross_r, cross_l = attached_counts(work, column, (36.0, 56.0), (-12.0, 14.0))
+    assert min(cross_r[0], cross_l[0]) >= 0.8
+    assert max(cross_r[1], cross_l[1]) == 0.0 and max(area_r[1], area_l[1]) == 0.0
+    # v3's rule: area above 180 HU in the window, both sides
+    window = (np.abs(x) >= 36) & (np.abs(x) <= 56) & (y >= -12) & (y <= 14)
+    assert ((sacrum > 180) & window & (x > 0)).sum() * 4.0 < 50.0

@@ -8,6 +8,7 @@ where full-resolution filtering would cost seconds.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,12 @@ WALL_SLAB_HALF_MM = 8.0
 #: Threshold (HU) of the shell profile and its weight (HU per unit share) in the density.
 SHELL_HU = 200.0
 SHELL_WEIGHT_HU = 600.0
+#: How far (mm) beyond its windows ``attached_counts`` reads, so that bone outlines are whole.
+ATTACHED_MARGIN_MM = 25.0
+#: Share of the body core's median HU, and the floor (HU, above muscle and psoas), of the
+#: threshold for bone attached to the body.
+ATTACHED_SHARE = 0.8
+ATTACHED_MIN_HU = 100.0
 #: HU range the profile is clipped to (cortex capped, fat floored).
 PROFILE_HU = (0.0, 700.0)
 
@@ -77,6 +84,7 @@ class Column:
     density: np.ndarray  # (k,) float, brightness of the body's walls (see _wall_profile)
     present: np.ndarray  # (k,) bool: the spine is plausibly under the track on this slice
     back_px: np.ndarray  # (k,) int: rows from the body centre back to the skin of the back
+    depth_mm: np.ndarray  # (k,) float: antero-posterior depth of the body (running median)
 
 
 def make_work(volume: CTVolume, spacing_mm: float = WORK_SPACING_MM) -> Work:
@@ -237,7 +245,7 @@ def find_column(work: Work) -> Column | None:
     )
     present = score[rows, j_body] > 0.15
     back_px = _skin_behind(hu, i_c, j_body, work.dj_mm)
-    return Column(i_c, j_body, density, present, back_px)
+    return Column(i_c, j_body, density, present, back_px, depth_k)
 
 
 def _box_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
@@ -373,4 +381,171 @@ def side_counts(
             right[k] = np.count_nonzero(block[:, r_lo:r_hi] > threshold_hu) * px
         if g_hi > g_lo:
             left[k] = np.count_nonzero(block[:, g_lo:g_hi] > threshold_hu) * px
+    return right, left
+
+
+def attached_counts(
+    work: Work,
+    column: Column,
+    lateral_mm: tuple[float, float],
+    ap_mm: tuple[float, float],
+    core_mm: tuple[float, float] = (22.0, 10.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Like ``side_counts``, but only bone joined to the vertebral body, outlines filled.
+
+    A bony mass fused to the body (the sacral alae beside S1) is one piece of bone with it;
+    a kidney or bowel with contrast, or the psoas, is not. In soft (osteoporotic) bone the
+    marrow of such a mass can be less dense than the threshold, leaving only its cortical
+    outline above it, so holes inside bone outlines are filled before the area is counted.
+    ``core_mm`` is the (lateral, antero-posterior) half-size of the box about the body centre
+    whose bone defines "the vertebra" on each slice (antero-posterior: at least half the
+    body's depth, so that its cortex is in it); the marrow level is read in the box's middle
+    (half its width, 10 mm deep).
+
+    Returns the area (mm²) right and left, and the share of the window's columns (right,
+    left) in which bone joined to the body is present at the window's antero-posterior
+    level: a soft mass whose outline is not closed on the coarse grid is not filled, but its
+    cortex still runs out across the whole window (a rib joined to a thoracic vertebra
+    passes the body's level far out, beyond the window, not across it).
+    """
+    from scipy.ndimage import label
+
+    hu = work.hu
+    n_k, n_j, n_i = hu.shape
+    # The block read reaches well beyond the windows so that outlines are whole in it.
+    margin = ATTACHED_MARGIN_MM
+    reach_i = int(round((lateral_mm[1] + margin) / work.di_mm)) + 1
+    a0 = int(np.floor((min(ap_mm[0], -core_mm[1]) - margin) / work.dj_mm))
+    a1 = int(np.ceil((max(ap_mm[1], core_mm[1]) + margin) / work.dj_mm))
+    rows = np.clip(column.j_body[:, None] + np.arange(a0, a1 + 1)[None, :], 0, n_j - 1)  # (k, r)
+    cols = np.clip(column.i_c + np.arange(-reach_i, reach_i + 1), 0, n_i - 1)  # (c,)
+    block = hu[np.arange(n_k)[:, None, None], rows[:, :, None], cols[None, None, :]]
+    r = np.arange(a0, a1 + 1) * work.dj_mm  # mm, posterior +
+    c = np.arange(-reach_i, reach_i + 1) * work.di_mm  # mm, patient left +
+    core_r = np.abs(r) <= core_mm[1]
+    core_c = np.abs(c) <= core_mm[0]
+    mid_c = np.abs(c) <= core_mm[0] / 2
+    # The marrow of a mass fused to the body is the body's own: in soft bone both are soft.
+    # Bone here is what is at least ATTACHED_SHARE as dense as the body's core (median of
+    # the core box), between ATTACHED_MIN_HU and BONE_HU.
+    core_hu = np.median(block[:, core_r][:, :, mid_c].reshape(n_k, -1), axis=1)  # marrow
+    thr = np.clip(ATTACHED_SHARE * core_hu, ATTACHED_MIN_HU, BONE_HU)
+    bone = (block > thr[:, None, None]) & (block < METAL_HU)
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[1] = True  # connectivity within each slice only
+    # Fill holes slice by slice: background not connected to the edge of its slice's block.
+    bg, _ = label(~bone, structure=plane)
+    edge = np.unique(np.concatenate([bg[:, 0].ravel(), bg[:, -1].ravel(), bg[:, :, 0].ravel(), bg[:, :, -1].ravel()]))
+    bone |= (bg > 0) & ~np.isin(bg, edge)
+    lab, n = label(bone, structure=plane)
+    right = np.zeros(n_k)
+    left = np.zeros(n_k)
+    cross_r = np.zeros(n_k)
+    cross_l = np.zeros(n_k)
+    if n == 0:
+        return right, left, cross_r, cross_l
+    # The vertebra: every piece of bone in the body's own box (its cortex included). Labels
+    # are per slice (no connectivity across slices) and numbered over the whole block, so one
+    # set of labels serves every slice.
+    in_body = (np.abs(r)[None, :] <= np.maximum(core_mm[1], column.depth_mm[:, None] / 2 + 2.0))
+    in_body = in_body[:, :, None] & core_c[None, None, :]
+    ids = np.unique(lab[in_body])
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return right, left, cross_r, cross_l
+    win_r = (r >= ap_mm[0]) & (r <= ap_mm[1])
+    lat = np.abs(c)
+    win_c = (lat >= lateral_mm[0]) & (lat <= lateral_mm[1])
+    keep = np.isin(lab[:, win_r][:, :, win_c], ids)  # (k, rows, cols) in the window
+    side = c[win_c]
+    px = work.dj_mm * work.di_mm
+    right = keep[:, :, side < 0].sum(axis=(1, 2)) * px
+    left = keep[:, :, side > 0].sum(axis=(1, 2)) * px
+    # share of the window's columns crossed by bone joined to the body at the window's
+    # antero-posterior level: an ala is a mass continuous from the body outwards
+    crossed = keep.any(axis=1)  # (k, cols)
+    cross_r = crossed[:, side < 0].mean(axis=1)
+    cross_l = crossed[:, side > 0].mean(axis=1)
+    return right, left, cross_r, cross_l
+    win_r = (r >= ap_mm[0]) & (r <= ap_mm[1])
+    lat = np.abs(c)
+    win_c = (lat >= lateral_mm[0]) & (lat <= lateral_mm[1])
+    px = work.dj_mm * work.di_mm
+    for k in range(n_k):
+        # the vertebra: every piece of bone in the body's own box (its cortex included)
+        in_body = (np.abs(r) <= max(core_mm[1], column.depth_mm[k] / 2 + 2.0))[:, None] & core_c[None, :]
+        ids = np.unique(lab[k][in_body])
+        ids = ids[ids > 0]
+        if ids.size == 0:
+            continue
+        keep = np.isin(lab[k][win_r][:, win_c], ids)
+        side = c[win_c]
+        right[k] = np.count_nonzero(keep[:, side < 0]) * px
+        left[k] = np.count_nonzero(keep[:, side > 0]) * px
+        # share of the window's columns crossed by bone joined to the body at the window's
+        # antero-posterior level: an ala is a mass continuous from the body outwards
+        crossed = keep.any(axis=0)
+        if (side < 0).any():
+            cross_r[k] = float(crossed[side < 0].mean())
+        if (side > 0).any():
+            cross_l[k] = float(crossed[side > 0].mean())
+    return right, left, cross_r, cross_l
+
+
+def beside_body_mm(work: Work, column: Column) -> tuple[np.ndarray, np.ndarray]:
+    """How far (mm) bone joined to the vertebra runs out beyond the body's side wall, behind
+    the body's middle, per slice, right and left.
+
+    A rib head articulates with the side of its own vertebral body at the level of the
+    pedicle (T11 and T12 on their own body) and the neck runs from it backwards and out, so
+    on a rib-bearing vertebra bone continues beyond the body's side wall in the back half
+    of the body. A lumbar vertebra has only the psoas there: its pedicles stay within the
+    width of the body and its transverse processes leave behind the body. The side wall is
+    where the bone of the body's front half ends (the median over its rows: nothing
+    attaches there). "Joined" is 8-connected bone above ``BONE_HU`` on the coarse slice that
+    touches the body's box.
+    """
+    from scipy.ndimage import label
+
+    hu = work.hu
+    n_k, n_j, n_i = hu.shape
+    reach_i = int(round(80.0 / work.di_mm)) + 1
+    a0 = int(np.floor(-25.0 / work.dj_mm))
+    a1 = int(np.ceil(35.0 / work.dj_mm))
+    rows = np.clip(column.j_body[:, None] + np.arange(a0, a1 + 1)[None, :], 0, n_j - 1)
+    cols = np.clip(column.i_c + np.arange(-reach_i, reach_i + 1), 0, n_i - 1)
+    block = hu[np.arange(n_k)[:, None, None], rows[:, :, None], cols[None, None, :]]
+    r = np.arange(a0, a1 + 1) * work.dj_mm
+    c = np.arange(-reach_i, reach_i + 1) * work.di_mm
+    # The body's cortex (and dense marrow) defines the vertebra here, at the plain bone
+    # threshold: at the thoracolumbar junction the liver, spleen and kidneys of a
+    # contrast-enhanced scan (100–200 HU) touch the spine and must not join it.
+    core = (np.abs(r) <= 8.0)[:, None] & (np.abs(c) <= 22.0)[None, :]
+    bone = (block > BONE_HU) & (block < METAL_HU)
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[1] = True
+    lab, n = label(bone, structure=plane)
+    right = np.zeros(n_k)
+    left = np.zeros(n_k)
+    ids = np.unique(lab[:, core])
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return right, left
+    att = np.isin(lab, ids)  # (k, rows, cols): bone joined to the vertebra (labels per slice)
+    half = column.depth_mm[:, None] / 2
+    front = (r[None, :] >= -0.8 * half) & (r[None, :] <= -0.2 * half)  # (k, rows)
+    back = (r[None, :] >= 0.1 * half) & (r[None, :] <= half + 3.0)
+    for side, out in ((-1, right), (1, left)):
+        sel = (c * side) > 0
+        d = np.abs(c[sel])
+        # per row, the farthest attached bone (NaN where none); the side wall is the median
+        # over the front rows (a vessel or crus touching one row does not move it)
+        a = att[:, :, sel]
+        ext = np.where(a.any(axis=2), (a * d[None, None, :]).max(axis=2), np.nan)  # (k, rows)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no bone there
+            wall = np.nanmedian(np.where(front, ext, np.nan), axis=1)
+            far = np.nanmax(np.where(back, ext, np.nan), axis=1)
+        diff = far - wall
+        out[:] = np.where(np.isfinite(diff), diff, 0.0)
     return right, left

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from sarcoscope.errors import L3NotFound
-from sarcoscope.locate.column import Column, Work, find_column, make_work, side_counts
+from sarcoscope.locate.column import (
+    Column,
+    Work,
+    attached_counts,
+    beside_body_mm,
+    find_column,
+    make_work,
+    side_counts,
+)
 from sarcoscope.locate.processes import tp_reach_mm
 from sarcoscope.locate.settings import LocateSettings
 from sarcoscope.locate.vertebrae import Segment, find_segments
@@ -45,13 +53,26 @@ MIN_RIB_MM2 = 30.0
 #: Smallest bone area (mm²) per side for a sacral ala: the ala fills most of its window,
 #: while vessels, kidneys with contrast or a transverse process only touch it.
 MIN_ALA_MM2 = 50.0
+#: Or: bone joined to the body crossing at least this share of the window's width at the
+#: window's antero-posterior level (a soft ala whose outline is not closed).
+ALA_CROSS_SHARE = 0.8
 #: Height (mm) at the top of a body over which alae are looked for.
 ALA_TOP_MM = 40.0
+#: Rib heads: bone joined to the vertebra running at least this far (mm) beyond the side wall
+#: of the body, in the back half of the body, on both sides (``column.beside_body_mm``), on
+#: at least ``HEAD_SHARE`` of the slices of the body's upper part (``HEAD_ZONE``, fractions of
+#: its height from the bottom) on each side, where the rib of a lower thoracic vertebra
+#: articulates.
+HEAD_MM = 6.0
+HEAD_SHARE = 0.5
+HEAD_ZONE = (0.45, 0.85)
 #: Share of a body's slices that must show the feature for the body to carry it.
 RIB_SHARE = 0.35
 ALA_SHARE = 0.5
 #: A body must be at least this tall in the scan (mm) for its ribs/alae to be judged.
 MIN_JUDGED_MM = 8.0
+#: Shortest plausible lumbar body (mm) on the profile; lumbar bodies are 25–30 mm high.
+MIN_LUMBAR_MM = 15.0
 #: Fewest rib-less bodies between the last rib-bearing vertebra and the sacrum.
 MIN_LUMBAR_BELOW_RIBS = 3
 #: Transverse processes longer by this much (mm, mean of both sides) decide between two
@@ -74,6 +95,7 @@ class _Body:
     rib: bool | None  # None: too little of it in the scan to judge
     ala: bool | None
     tp_mm: float = float("nan")  # reach of the transverse processes from the midline
+    head: bool | None = None  # a rib head beside the body (None: not judged)
 
 
 @dataclass(frozen=True)
@@ -95,7 +117,7 @@ def _share(z: np.ndarray, flag: np.ndarray, lo_mm: float, hi_mm: float) -> float
 
 def _judge_bodies(
     segments: list[Segment], z: np.ndarray, rib: np.ndarray, ala: np.ndarray,
-    tp: list[float] | None = None,
+    tp: list[float] | None = None, head: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[_Body]:
     bodies = []
     tp = tp if tp is not None else [float("nan")] * len(segments)
@@ -109,13 +131,42 @@ def _judge_bodies(
         # A body cut by the top of the scan is judged on what is seen of it.
         upper = seg.bottom_mm + 0.5 * seg.height_mm if seg.top_seen else seg.top_mm
         r = _share(z, rib, seg.bottom_mm, upper)
+        hs = None
+        if head is not None and seg.top_seen:
+            # Where a rib articulates with this vertebra: its head beside the body, in the
+            # body's upper part (share of slices, the lesser of the two sides).
+            h = seg.height_mm
+            lo_h, hi_h = seg.bottom_mm + HEAD_ZONE[0] * h, seg.bottom_mm + HEAD_ZONE[1] * h
+            sides = [_share(z, hd, lo_h, hi_h) for hd in head]
+            hs = None if any(v is None for v in sides) else min(sides)
         # The alae flank the first sacral body: judge the top of the segment, which (the
         # sacrum's segments being fused) may run far down.
         a = _share(z, ala, max(seg.bottom_mm, seg.top_mm - ALA_TOP_MM), seg.top_mm)
         bodies.append(
-            _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE, tp_mm)
+            _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE, tp_mm,
+                  None if hs is None else hs >= HEAD_SHARE)
         )
-    return bodies
+    return _veto_headless(bodies)
+
+
+def _veto_headless(bodies: list[_Body]) -> list[_Body]:
+    """Rib-like bone beside a body below the lowest rib-bearing body whose rib head is seen is
+    not a rib of that body.
+
+    A rib articulates with its own vertebra (its head beside the body); the lower ribs of a
+    slim patient run down and out past L1 and L2, and a kidney or bowel with contrast can sit
+    behind them, putting rib-like bone beside bodies with no rib head. Above the lowest body
+    with both a shaft and a head, a head that is not seen (thin neck, coarse pixels) is no
+    reason to doubt the shaft: only the bodies below it are judged by the head.
+    """
+    confirmed = [i for i, b in enumerate(bodies) if b.rib and b.head]
+    if not confirmed:
+        return bodies
+    lowest = confirmed[0]
+    return [
+        _Body(b.seg, False, b.ala, b.tp_mm, b.head) if (i < lowest and b.rib and b.head is False) else b
+        for i, b in enumerate(bodies)
+    ]
 
 
 def _top_anchor(bodies: list[_Body], above: int = 0) -> tuple[int | None, bool, list[str]]:
@@ -278,7 +329,21 @@ def _count(bodies: list[_Body]) -> _Count:
             return _Count(names, l3 if l3 is not None and l3 > s1 else None,
                           CONF_CONFLICT, warnings, "counts from the ribs and the sacrum disagree")
         conf = CONF_RIBS_ONLY
-        if top_l3 is not None and (top_l3 == 0 or not np.isfinite(bodies[top_l3 - 1].tp_mm)):
+        below_unread = (
+            top_l3 is not None and top_l3 > 0 and bodies[top_l3 - 1].seg.complete
+            and not np.isfinite(bodies[top_l3 - 1].tp_mm)
+        )
+        if below_unread:
+            # The body below is wholly in the scan but its processes could not be read (metal
+            # of pedicle screws, a walk that found no process): a missed short 12th rib cannot
+            # be ruled out, but the body it would make L3 is in the scan too. Named, flagged.
+            warnings.append(
+                "the transverse processes of the body below the one counted as L3 could not be "
+                "read (metal, or no process found), so a missed short 12th rib (L3 one body "
+                "lower) cannot be ruled out — check spine.png"
+            )
+            conf = CONF_TP_DOUBT
+        elif top_l3 is not None and (top_l3 == 0 or not np.isfinite(bodies[top_l3 - 1].tp_mm)):
             # Counting down from the ribs alone: a short 12th rib that was missed puts L3 one
             # body lower. Only the processes of the body below can show it (L3's are longer),
             # so without that body in the scan no L3 is named.
@@ -315,6 +380,17 @@ def _count(bodies: list[_Body]) -> _Count:
                     "rib may be misread (a short 12th rib, a lumbar rib) — check spine.png"
                 )
                 conf = CONF_TP_DOUBT
+            if t12 - 6 >= 0:
+                # The scan reaches below the fifth lumbar-type body, where the sacrum would
+                # be in a spine of five lumbar vertebrae (or a sixth lumbar one), yet no
+                # sacrum was recognised: the count cannot be checked from the other end.
+                warnings.append(
+                    "the scan reaches below the fifth body under the last rib-bearing vertebra "
+                    "but no sacrum (alae beside the body) was recognised there, so a "
+                    "transitional lumbosacral vertebra (4 or 6 lumbar vertebrae) or a misread "
+                    "last rib cannot be ruled out — check spine.png"
+                )
+                conf = min(conf, CONF_TP_DOUBT)
         return _Count(names, top_l3, conf, warnings,
                       "counted down from the last rib-bearing vertebra (T12); the sacrum is not in the scan",
                       "" if top_l3 is not None else "L3 lies below the scan")
@@ -343,6 +419,23 @@ def _count(bodies: list[_Body]) -> _Count:
             and cands[2] < n
             and bool(np.isfinite(bodies[cands[2]].tp_mm))
         )
+        # With one anchor every disc up from it counts: a body bounded by a disc that was
+        # placed from the spacing (not seen), or one too short for a lumbar body (two
+        # levels split wrongly, or one level split in two), makes the count a guess.
+        doubtful = [
+            i for i in range(s1 + 1, min(n, s1 + 4))
+            if bodies[i].seg.inferred or (bodies[i].seg.complete and bodies[i].seg.height_mm < MIN_LUMBAR_MM)
+        ]
+        if in_scan and doubtful:
+            names = _names_from(s1, False, n)
+            for i in range(s1 + 1, n):
+                names[i] = ""
+            return _Count(names, None, 0.0, warnings,
+                          "counted up from the sacrum; the last rib is not in the scan",
+                          "counting up from the sacrum, a level between it and L3 was not clearly "
+                          f"seen (the body at z {_z(bodies, doubtful[0])} is bounded by a disc placed "
+                          "from the spacing or is too short for a lumbar body), so L3 may lie above "
+                          "the scan or be miscounted")
         warnings.append(
             "counted up from the sacrum only (no rib-bearing vertebra in the scan): a "
             "transitional lumbosacral vertebra (4 or 6 lumbar vertebrae) would shift this count "
@@ -502,15 +595,24 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
         raise L3NotFound(f"no spine found: the scan {coverage}; give the slice with --slices", coverage=coverage)
     rib_r, rib_l = side_counts(work, column, RIB_LATERAL_MM, RIB_AP_MM, inside_body=True)
     rib = np.minimum(rib_r, rib_l) >= MIN_RIB_MM2  # both sides: ribs come in pairs
+    # An ala on each side: dense bone filling the window (as before), or bone joined to the
+    # body filling it once outlines are filled, or running out across it (soft bone whose
+    # marrow is below the bone threshold and whose outline is not closed on the coarse grid).
     ala_r, ala_l = side_counts(work, column, ALA_LATERAL_MM, ALA_AP_MM)
-    ala = np.minimum(ala_r, ala_l) >= MIN_ALA_MM2
+    att_r, att_l, cross_r, cross_l = attached_counts(work, column, ALA_LATERAL_MM, ALA_AP_MM)
+    ala = (
+        ((ala_r >= MIN_ALA_MM2) | (att_r >= MIN_ALA_MM2) | (cross_r >= ALA_CROSS_SHARE))
+        & ((ala_l >= MIN_ALA_MM2) | (att_l >= MIN_ALA_MM2) | (cross_l >= ALA_CROSS_SHARE))
+    )
+    head_r, head_l = beside_body_mm(work, column)
+    head = (head_r >= HEAD_MM, head_l >= HEAD_MM)  # judged per side: ribs come in pairs
     segments = find_segments(work.z_mm, column.density)
-    bodies = _judge_bodies(segments, work.z_mm, rib, ala)
+    bodies = _judge_bodies(segments, work.z_mm, rib, ala, head=head)
     # Processes are compared between the lumbar bodies, which lie among the lowest ten of
     # any scan that shows them (the sacrum, at most six lumbar vertebrae, a few rib-like
     # bodies where the rib detector errs); the thoracic spine above is not read (time).
     tp = _tp_per_body(work, column, segments, skip=[n >= TP_BODIES for n in range(len(bodies))])
-    bodies = [_Body(b.seg, b.rib, b.ala, t) for b, t in zip(bodies, tp)]
+    bodies = [_Body(b.seg, b.rib, b.ala, t, b.head) for b, t in zip(bodies, tp)]
     count = _count(bodies) if bodies else None
     # For a scan too short to tell vertebrae apart: how often is there rib-like bone anywhere
     # beside and behind the spine (a wider window than the one that judges each vertebra).

@@ -28,10 +28,15 @@ TP_MAX_THICK_MM = 14.0
 #: How far (mm) the bar may move forwards or backwards beyond its root.
 TP_MAX_DRIFT_MM = 5.0
 #: Part of the body (fraction of its height from the bottom) where the processes are read.
-TP_ZONE = (0.45, 0.85)
+TP_ZONE = (0.35, 0.85)
+#: Quantile of the per-slice reaches taken for the body: a slice through the upper or lower
+#: edge of a process shows it shorter (partial volume, thick slices), never longer.
+TP_QUANTILE = 75.0
 #: Most slices read per body, and the in-plane spacing (mm) they are read at.
 TP_MAX_SLICES = 5
 TP_PIXEL_MM = 1.0
+#: A slice with at least this many metal pixels (> 2000 HU) in the band is not read.
+TP_METAL_PX = 3
 #: Farthest reach (mm) considered: beyond it the bone is a rib or the pelvis.
 TP_MAX_MM = 85.0
 
@@ -124,6 +129,10 @@ def tp_reach_mm(work: Work, column: Column, bottom_mm: float, top_mm: float) -> 
         if b <= a:
             continue
         block = full[k, a:b]
+        if np.count_nonzero(block >= METAL_HU) >= TP_METAL_PX:
+            # Pedicle screws or rods: the streaks they cast along the processes lengthen or
+            # cut them at random, so this slice says nothing about their reach.
+            continue
         mask = (block > TP_HU) & (block < METAL_HU)
         reach = []
         for side in (-1, 1):
@@ -135,4 +144,4 @@ def tp_reach_mm(work: Work, column: Column, bottom_mm: float, top_mm: float) -> 
             reach.append(_walk(mask, idx, d_mm, dj, gap_px))
         if len(reach) == 2 and np.isfinite(reach).all():
             vals.append(0.5 * (reach[0] + reach[1]))
-    return float(np.median(vals)) if vals else float("nan")
+    return float(np.percentile(vals, TP_QUANTILE)) if vals else float("nan")
