@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,10 +51,21 @@ N_COMPARTMENTS = 4
 COMPARTMENT_NAMES = ("none", "muscle_envelope", "visceral_fat", "subcutaneous_fat")
 
 
+#: Where a wheel installs the shipped model (``[tool.setuptools.data-files]`` in pyproject.toml),
+#: relative to the environment's prefix.
+INSTALLED_MODEL_DIR = Path("share") / "sarcoscope" / "models"
+
+
+def model_search_paths() -> list[Path]:
+    """Where the shipped model is looked for: the repository's ``models/`` (a checkout or
+    editable install), then ``<prefix>/share/sarcoscope/models`` (a wheel install)."""
+    repo_models = Path(__file__).resolve().parents[3] / "models"
+    return [repo_models / MODEL_FILENAME, Path(sys.prefix) / INSTALLED_MODEL_DIR / MODEL_FILENAME]
+
+
 def default_model_path() -> Path:
-    """The shipped model: ``models/`` at the repository root, else inside the installed package."""
-    here = Path(__file__).resolve()
-    candidates = [here.parents[3] / "models" / MODEL_FILENAME, here.parents[1] / "models" / MODEL_FILENAME]
+    """The shipped model: the first of ``model_search_paths()`` that exists."""
+    candidates = model_search_paths()
     for candidate in candidates:
         if candidate.is_file():
             return candidate
