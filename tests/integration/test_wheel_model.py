@@ -37,11 +37,10 @@ def test_installed_wheel_finds_the_shipped_model(tmp_path: Path) -> None:
         assert hashlib.sha256(z.read(inside[0])).hexdigest() == hashlib.sha256(MODEL.read_bytes()).hexdigest()
 
     env_dir = tmp_path / "env"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)])
+    _run([sys.executable, "-m", "venv", str(env_dir)])  # its own pip (bundled, offline)
     py = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    # install with this interpreter's pip into the new prefix (offline, the wheel only)
-    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--prefix", str(env_dir),
-          str(wheel)])
+    # the new environment's pip: this one's would also uninstall the developer's editable copy
+    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)])
     # the new environment borrows the dependencies (numpy, onnxruntime …) of this one
     deps = sysconfig.get_paths()["purelib"]
     probe = (
