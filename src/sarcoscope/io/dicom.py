@@ -389,28 +389,17 @@ class OpenedSeries:
     def n_slices(self) -> int:
         return self.plan.n_slices
 
+    def _context(self) -> dict:
+        """What every volume decoded from this series carries (plan, reason, warnings, path)."""
+        return {"plan": self.plan, "selection_reason": self.reason, "extra_warnings": self.warnings,
+                "source_path": str(self.path)}
+
     def load_slices(self, indices: Sequence[int], *, workers: int | None = None) -> CTVolume:
         """Decode only ``indices`` into a partial volume that keeps full-stack indices."""
-        return load_slices(
-            self.candidate,
-            indices,
-            workers=workers,
-            plan=self.plan,
-            selection_reason=self.reason,
-            extra_warnings=self.warnings,
-            source_path=str(self.path),
-        )
+        return load_slices(self.candidate, indices, workers=workers, **self._context())
 
     def load(self, indices: Sequence[int] | slice | range | None = None, *, workers: int | None = None) -> CTVolume:
-        return load_series(
-            self.candidate,
-            indices,
-            workers=workers,
-            plan=self.plan,
-            selection_reason=self.reason,
-            extra_warnings=self.warnings,
-            source_path=str(self.path),
-        )
+        return load_series(self.candidate, indices, workers=workers, **self._context())
 
 
 def open_dicom(path: Path, series_uid: str | None = None) -> OpenedSeries:

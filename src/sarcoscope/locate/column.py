@@ -265,6 +265,16 @@ def _box_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray)
     return out
 
 
+def _midline_slab(work: Work, i_c: int, half_mm: float) -> tuple[float, int, int]:
+    """Full-resolution row spacing (mm) and the column range ``i0:i1`` of a slab ±``half_mm``
+    about the track's column ``i_c`` (given on the working grid)."""
+    dj_full = work.dj_mm / work.step_j
+    di_full = work.di_mm / work.step_i
+    ic = i_c * work.step_i
+    half_i = max(1, int(round(half_mm / di_full)))
+    return dj_full, max(0, ic - half_i), min(work.full.shape[2], ic + half_i + 1)
+
+
 def _shell_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
     """Per slice: share of the body's cross-section (full resolution) denser than ``SHELL_HU``.
 
@@ -276,11 +286,7 @@ def _shell_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarra
     """
     full = work.full
     n_k = full.shape[0]
-    dj_full = work.dj_mm / work.step_j
-    di_full = work.di_mm / work.step_i
-    ic = i_c * work.step_i
-    half_i = max(1, int(round(BOX_HALF_WIDTH_MM / di_full)))
-    i0, i1 = max(0, ic - half_i), min(full.shape[2], ic + half_i + 1)
+    dj_full, i0, i1 = _midline_slab(work, i_c, BOX_HALF_WIDTH_MM)
     out = np.zeros(n_k)
     for k in range(n_k):
         jc = j_body[k] * work.step_j
@@ -304,11 +310,7 @@ def _wall_profile(work: Work, i_c: int, j_body: np.ndarray, depth_mm: np.ndarray
     """
     full = work.full
     n_k = full.shape[0]
-    dj_full = work.dj_mm / work.step_j
-    di_full = work.di_mm / work.step_i
-    ic = i_c * work.step_i
-    half_i = max(1, int(round(WALL_SLAB_HALF_MM / di_full)))
-    i0, i1 = max(0, ic - half_i), min(full.shape[2], ic + half_i + 1)
+    dj_full, i0, i1 = _midline_slab(work, i_c, WALL_SLAB_HALF_MM)
     out = np.empty(n_k)
     for k in range(n_k):
         jc = j_body[k] * work.step_j
