@@ -36,6 +36,7 @@ def test_shipped_config_never_uses_the_test_stream() -> None:
         ("[train]\ncrop = 100\n", "train.crop=100 must be a multiple of 16"),
         ("[train]\nclass_weights = [1.0, 2.0]\n", "class_weights needs 4 values"),
         ("seed = 1.5\n", "'seed' must be an integer"),
+        ("[train]\ndevice = 'tpu'\n", "train.device 'tpu' unknown"),
         ("[train\n", "not valid TOML"),
     ],
 )
@@ -50,3 +51,14 @@ def test_config_errors_name_the_problem(tmp_path: Path, text: str, message: str)
 def test_missing_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.toml")
+
+
+def test_cuda_without_a_gpu_is_a_config_error() -> None:
+    torch = pytest.importorskip("torch")
+    from sarcoscope.train.loop import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no GPU"):
+            resolve_device("cuda")

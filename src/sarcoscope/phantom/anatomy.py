@@ -219,7 +219,96 @@ class Subject:
         self.metal_level = rng.uniform(2.6, 3.4)
         self.metal_half_span = rng.uniform(0.9, 1.8)
         # ---- bowel loops in 3-D: (angle, radial fraction, s centre, s half-length, radius mm, kind)
+        self._draw_organs(np.random.default_rng([params.seed, 13]))
         self.loops = self._draw_loops(rng)
+
+    def _draw_organs(self, rng: np.random.Generator) -> None:
+        """Kidney phase, size and variants; spleen and posterior liver extent (own rng stream).
+
+        The renal phase follows the case's contrast phase: none → unenhanced (parenchyma
+        30–45 HU, inside the muscle window), arterial → corticomedullary (cortex 150–250,
+        medulla 60–110), portal → nephrographic (homogeneous 120–200), a late
+        corticomedullary look (medulla 80–140) or excretory (parenchyma 120–180, collecting
+        system 300–1500 HU, vessels washing out). Kidney vs muscle must be learnt from shape.
+        """
+        con, H = self.p.contrast, self.hu
+        if con == "none":
+            self.renal_phase = "unenhanced"
+            cortex = rng.uniform(30, 45)
+            medulla = cortex - rng.uniform(0, 8)
+        elif con == "arterial":
+            self.renal_phase = "corticomedullary"
+            cortex, medulla = rng.uniform(150, 250), rng.uniform(60, 110)
+        else:
+            u = rng.random()
+            if u < 0.55:
+                self.renal_phase = "nephrographic"
+                cortex = rng.uniform(120, 200)
+                medulla = cortex - rng.uniform(0, 25)
+            elif u < 0.8:
+                self.renal_phase = "corticomedullary"
+                cortex, medulla = rng.uniform(150, 220), rng.uniform(80, 140)
+            else:
+                self.renal_phase = "excretory"
+                cortex = rng.uniform(120, 180)
+                medulla = cortex + rng.uniform(-10, 40)
+                H[S.AORTA] = rng.uniform(100, 150)
+                H[S.IVC] = H[S.AORTA] - rng.uniform(0, 15)
+                H[S.VESSEL] = H[S.AORTA] * 0.8 + 10
+        H[S.KIDNEY_CORTEX], H[S.KIDNEY_MEDULLA] = cortex, medulla
+        # collecting system / renal pelvis / ureter: urine, or dense excreted contrast
+        self.urine_hu = rng.uniform(300, 1500) if self.renal_phase == "excretory" else H[S.URINE]
+        # per kidney (left, right): present (nephrectomy), size (atrophy), cysts (s, angle, frac, r_mm, HU)
+        absent = rng.random() < 0.04
+        absent_side = 1 if rng.random() < 0.5 else -1
+        self.kidney_var = {}
+        for side, (k0, k1) in ((1, self.kidney_l), (-1, self.kidney_r)):
+            scale = rng.uniform(0.55, 0.8) if rng.random() < 0.07 else float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.2))
+            cysts = []
+            for _ in range(int(rng.random() < 0.22) + int(rng.random() < 0.08)):
+                cysts.append((rng.uniform(k0 + 0.15, k1 - 0.15), rng.uniform(-PI, PI), rng.uniform(0.3, 1.0),
+                              rng.uniform(4.0, 18.0), rng.uniform(0, 20)))
+            self.kidney_var[side] = (not (absent and side == absent_side), scale, cysts)
+        # spleen: top at T9–T11, inferior tip L1–L2 (splenomegaly: L3 and below)
+        big = rng.random() < 0.12
+        self.spleen_s = (rng.uniform(-3.2, -1.5), rng.uniform(2.4, 3.8) if big else rng.uniform(0.3, 1.7))
+        self.spleen_t = rng.uniform(55, 80) if big else rng.uniform(30, 52)
+        self.spleen_span = rng.uniform(0.55, 0.85) * (1.2 if big else 1.0)
+        self.spleen_ang = rng.uniform(0.55, 0.95)
+        self.spleen_zebra = (rng.uniform(25, 45), rng.uniform(14, 26), rng.uniform(0, 2 * PI))
+        sp = {"none": (40, 60), "arterial": (90, 140), "portal": (100, 140)}[con]
+        H[S.SPLEEN] = rng.uniform(*sp) if self.renal_phase != "excretory" else rng.uniform(90, 120)
+        # liver: posterior right lobe against the posterior wall / diaphragm down to L1–L2
+        self.liver_post = (rng.uniform(0.8, 2.4), rng.uniform(28, 60), rng.uniform(2.05, 2.45))
+
+    def _wall_crescent(self, cv: Canvas, geo: tuple, th_c: float, half: float, thick_mm: float,
+                       value, sid: int, zebra: tuple | None = None) -> None:
+        """Paint an organ lying against the inside of the wall (spleen, posterior liver).
+
+        ``geo`` = (rs, cs, theta, r, R_inner) of the body window; the organ fills the depth
+        0…thick(θ) under the inner wall contour for |θ − θc| < half, tapering at both ends.
+        Never over lung (the costophrenic recess stays behind it).
+        """
+        rs, cs, theta, r, r_in = geo
+        px = cv.grid.px
+        dth = theta - th_c
+        dth = np.where(dth > PI, dth - 2 * PI, np.where(dth < -PI, dth + 2 * PI, dth))
+        ii = np.nonzero((np.abs(dth) < half) & (r > r_in - thick_mm - 2 * px))
+        if ii[0].size == 0:
+            return
+        depth = r_in[ii] - r[ii]
+        tt = thick_mm * np.cos(HALF_PI * dth[ii] / half) ** 0.6
+        m = np.clip(depth / px + 0.5, 0, 1) * np.clip((tt - depth) / px + 0.5, 0, 1)
+        full = np.zeros(theta.shape, dtype=np.float32)
+        full[ii] = m
+        if zebra is not None:  # arterial-phase spleen: arciform bands of enhancement
+            amp, lam, ph = zebra
+            val = np.full(theta.shape, value, dtype=np.float32)
+            arc = theta[ii] * r[ii]
+            val[ii] = value + amp * np.sin(2 * PI * (depth + 0.35 * lam * np.sin(arc / lam + ph)) / lam
+                                           + 0.8 * np.sin(arc / (0.6 * lam) - ph))
+            value = val
+        cv.paint((rs, cs, full), value, sid, where=cv.sid[rs, cs] != S.LUNG)
 
     # ------------------------------------------------------------------ geometry
     def _draw_loops(self, rng: np.random.Generator) -> list[tuple]:
@@ -261,6 +350,25 @@ class Subject:
             if p.oral_contrast and u2[i] < 0.6 and content != "gas":
                 content = "contrast"
             out.append((kind, ang, rho, s0, s1, r, content, int(seeds[i]), float(hls[i])))
+        # bowel directly against muscle, no fat plane (more often in thin patients): ascending /
+        # descending colon in the paracolic gutters against the lateral wall / QL, small-bowel
+        # loops against the anterior / lateral wall (rho = 1 means "touching the wall"), and
+        # duodenum / jejunum (left) or duodenum / caecum (right) on the anterior psoas
+        brng = np.random.default_rng([p.seed, 17])
+        p_touch = 0.3 + 0.6 * free
+        for i, lp in enumerate(out):
+            if (i in (0, 1) and brng.random() < p_touch) or (lp[0] == "small" and brng.random() < 0.25 * p_touch):
+                out[i] = lp[:2] + (1.0,) + lp[3:]
+        for side, prob, (lo_s, hi_s) in ((1, 0.35 + 0.5 * free, (1.2, n_l + 0.3)), (-1, 0.2 + 0.4 * free, (1.3, 3.5))):
+            for _ in range(int(brng.random() < prob) + int(brng.random() < 0.4 * prob)):
+                sc_ = brng.uniform(lo_s, hi_s)
+                u_ = brng.random()
+                content = "fluid" if u_ < 0.5 else ("collapsed" if u_ < 0.9 else "gas")
+                if p.oral_contrast and brng.random() < 0.5 and content != "gas":
+                    content = "contrast"
+                out.append(("psoas", float(side), brng.uniform(-0.3, 1.1), sc_ - brng.uniform(0.4, 0.9),
+                            sc_ + brng.uniform(0.4, 0.9), brng.uniform(9, 15), content,
+                            int(brng.integers(0, 2**31)), 0.4))
         return out
 
     def frame(self, z_mm: float) -> Frame:
@@ -585,10 +693,23 @@ class Subject:
                 if self.gallbladder and 0.3 < s < self.liver_tip_s - 0.3:
                     gb = Blob(lx + liver.rx * 0.5, ly - liver.ry * 0.55, 14.0, 11.0)
                     cv.paint(inside(blob_mask(g, gb)), H[S.GALLBLADDER], S.GALLBLADDER)
-        if s < 0.6:
-            f = float(np.clip((0.6 - s) / 3.0, 0.15, 1.0))
-            sp = Blob(ai * 0.6, y_vb - 5, ai * 0.25 * f * sz[7], bi * 0.35 * f, 0.6, 2.0, ((2, 0.08, 0.0),))
-            cv.paint(inside(blob_mask(g, sp)), H[S.SPLEEN], S.SPLEEN)
+        geo = (rs, cs, theta, r, R_fas - W)
+        lp0, lp_t, lp_ang = self.liver_post
+        if self.liver_dome_s + 0.5 < s < lp0:
+            # posterior right lobe (bare area) against the posterior wall and diaphragm
+            f = float(np.clip((lp0 - s) / 1.5, 0.0, 1.0)) ** 0.7
+            if f > 0.05:
+                self._wall_crescent(cv, geo, lp_ang, 0.45 + 0.25 * f, lp_t * f, H[S.LIVER], S.LIVER)
+        sp0, sp1 = self.spleen_s
+        if sp0 < s < sp1:
+            # spleen: a crescent against the posterolateral left wall / diaphragm, largest in its
+            # upper third, its inferior tip smaller and more anterolateral
+            t = (s - sp0) / (sp1 - sp0)
+            f = math.sqrt(max(1.0 - (2 * t ** 0.75 - 1) ** 2, 0.0)) ** 0.6
+            if f > 0.05:
+                zeb = self.spleen_zebra if p.contrast == "arterial" else None
+                self._wall_crescent(cv, geo, self.spleen_ang - 0.45 * t, self.spleen_span * (0.5 + 0.5 * f),
+                                    self.spleen_t * f, H[S.SPLEEN], S.SPLEEN, zeb)
         if -4.0 < s < 1.2:
             f = float(np.clip((1.2 - s) / 2.5, 0.2, 1.0))
             st = Blob(ai * 0.3, fr.yc - bi * 0.35, ai * 0.3 * f, bi * 0.32 * f, -0.4, 2.0, ((2, 0.06, 0.04),))
@@ -616,20 +737,22 @@ class Subject:
                 ql = Blob(side * (vb_w / 2 + tp * 0.8 + 14), y_tp + 2, 21.0 * ms**0.5 * min(1.0, 0.4 + 0.25 * s),
                           10.0 * ms**0.7, side * 0.45, 2.0, self._harm("ql", side, s))
                 cv.paint(inside(blob_mask(g, ql)), H[S.QL], S.QL)
-        # ---- kidneys: cortex, medulla (pyramids), sinus fat and pelvis at the hilum
+        # ---- kidneys: cortex, medulla (pyramids), sinus fat, collecting system, hilar vessels,
+        # cysts; upper pole more posterior and medial; absent after nephrectomy, small if atrophic
         for side, (k0, k1) in ((1, self.kidney_l), (-1, self.kidney_r)):
-            if k0 < s < k1:
+            present, kscale, cysts = self.kidney_var[side]
+            if present and k0 < s < k1:
                 t = (s - k0) / (k1 - k0)
                 f = math.sqrt(max(1.0 - (2 * t - 1) ** 2, 0.0)) ** 0.7
-                kx = side * (vb_w / 2 + 42 * sz[12])
-                ky = y_vb + 2
-                rkx, rky = 23.0 * f * sz[13] + 3, 29.0 * f + 4
+                kx = side * (vb_w / 2 + 40 * sz[12] + 10.0 * (t - 0.5))
+                ky = y_vb + 2 + 10.0 * (0.5 - t)
+                rkx, rky = (20.0 * f * sz[13] + 3) * kscale, (26.0 * f + 4) * kscale
                 ang = side * 0.45
                 kid = Blob(kx, ky, rkx, rky, ang, 2.0, self._harm("kidney", side, s))
                 cv.paint(inside(blob_mask(g, kid)), H[S.KIDNEY_CORTEX], S.KIDNEY_CORTEX)
+                ca, sa = math.cos(ang), math.sin(ang)
                 if f > 0.4:
-                    cv.paint(inside(blob_mask(g, kid, 4.5)), H[S.KIDNEY_MEDULLA], S.KIDNEY_MEDULLA)
-                    ca, sa = math.cos(ang), math.sin(ang)
+                    cv.paint(inside(blob_mask(g, kid, 4.5 * kscale)), H[S.KIDNEY_MEDULLA], S.KIDNEY_MEDULLA)
                     # columns of Bertin: cortex reaching in between the pyramids
                     for q in (-0.55, 0.0, 0.55):
                         ex_, ey_ = -side * 0.1 * rkx, q * rky
@@ -642,17 +765,37 @@ class Subject:
                         hx, hy = kx - side * 0.45 * rkx * ca, ky - 0.1 * rky
                         sinus = Blob(hx, hy, 0.38 * rkx, 0.42 * rky, ang, 2.0, ((2, 0.1, 0.0), (3, 0.05, 0.0)))
                         cv.paint(inside(blob_mask(g, sinus)), H[S.RENAL_SINUS_FAT], S.RENAL_SINUS_FAT)
-                        pel = sinus.moved(dx=-side * 0.25 * rkx, scale=0.45)
-                        cv.paint(inside(blob_mask(g, pel)), H[S.URINE], S.URINE)
+                        rpel = sinus.moved(dx=-side * 0.25 * rkx, scale=0.45)
+                        cv.paint(inside(blob_mask(g, rpel)), self.urine_hu, S.URINE)
+                        if self.renal_phase == "excretory":  # opacified calyces towards the pyramids
+                            for q in (-0.4, 0.4):
+                                cv.paint(inside(capsule_mask(g, rpel.cx, rpel.cy, hx + side * 0.5 * rkx * ca,
+                                                             hy + q * rky, 1.6)), self.urine_hu * 0.8, S.URINE)
+                        if 0.35 < t < 0.65:
+                            # renal vein / artery from the hilum to the IVC (right) or aorta (left)
+                            vy = y_vb - vb_d / 2 - self.aorta_r - 3
+                            tx = -20.0 if side < 0 else 12.0 - self.aorta_r * 0.8
+                            cv.paint(inside(capsule_mask(g, hx - side * 0.3 * rkx, hy, tx, vy + (0 if side < 0 else -6),
+                                                         3.0 + 1.5 * (side < 0))), H[S.VESSEL], S.VESSEL)
+                for cs_, ca_, cr_, crad, chu in cysts:
+                    dz = (s - cs_) * 35.0
+                    if abs(dz) < crad:
+                        rr_ = math.sqrt(crad * crad - dz * dz)
+                        ox, oy = cr_ * rkx * math.cos(ca_), cr_ * rky * math.sin(ca_)
+                        cv.paint(inside(blob_mask(g, Blob(kx + ox * ca - oy * sa, ky + ox * sa + oy * ca, rr_, rr_))),
+                                 chu, S.URINE)
         # ---- psoas (from T12/L1 down into the pelvis)
         if s > 0.4:
-            rp = min(4.0 + 5.5 * (s - 0.4), 23.0 + 2.0 * min(max(s - 4.0, 0.0), 1.0))
-            rp *= ms**0.55 * (1.0 if self.male else 0.85)
             for side in (-1, 1):
-                shift = max(s - 3.5, 0.0) * 7.0
-                ps = Blob(side * (vb_w / 2 + 0.8 * rp + shift), y_vb - 1 - 0.3 * shift, rp * 0.95 * sz[14 + (side > 0)],
-                          rp * 1.1, side * 0.5, 2.0, self._harm("psoas", side, s))
+                ps = self._psoas_blob(fr, side)
                 cv.paint(inside(blob_mask(g, ps)), H[S.PSOAS], S.PSOAS)
+                k0, k1 = self.kidney_l if side > 0 else self.kidney_r
+                if self.kidney_var[side][0] and k1 - 0.3 < s < n_l + 1.5:
+                    # ureter: a small dot on the anterior surface of the psoas
+                    ux, uy = ps.cx + side * 0.25 * ps.rx, ps.cy - ps.ry - 3.5
+                    ur = 2.5 if self.renal_phase == "excretory" else 2.0
+                    cv.paint(inside(blob_mask(g, Blob(ux, uy, ur + 1.0, ur + 1.0))), H[S.BOWEL_WALL] * 0.5 + 15, S.VESSEL)
+                    cv.paint(inside(blob_mask(g, Blob(ux, uy, ur, ur))), self.urine_hu, S.URINE)
         # ---- aorta / iliac arteries, IVC / iliac veins, mesenteric vessels
         ay = y_vb - vb_d / 2 - self.aorta_r - 3
         if s < self.bifurcation_s:
@@ -701,6 +844,15 @@ class Subject:
         sidr[post] = S.IMAT
         return {"body": body_full, "fascia": fascia_full, "region": (rs, cs)}
 
+    def _psoas_blob(self, fr: Frame, side: int) -> Blob:
+        """The psoas outline at this height (grows from T12/L1, moves laterally in the pelvis)."""
+        s, ms = fr.s, self.p.muscle_scale
+        rp = min(4.0 + 5.5 * (s - 0.4), 23.0 + 2.0 * min(max(s - 4.0, 0.0), 1.0))
+        rp *= ms**0.55 * (1.0 if self.male else 0.85)
+        shift = max(s - 3.5, 0.0) * 7.0
+        return Blob(side * (fr.vb_w / 2 + 0.8 * rp + shift), fr.y_vb - 1 - 0.3 * shift,
+                    rp * 0.95 * self.sizes[14 + (side > 0)], rp * 1.1, side * 0.5, 2.0, self._harm("psoas", side, s))
+
     def _paint_bowel(self, cv: Canvas, fr: Frame, rng: np.random.Generator, inside) -> None:
         g, H = cv.grid, self.hu
         s = fr.s
@@ -712,9 +864,18 @@ class Subject:
             if f < 0.25:
                 continue
             rr = r * (0.6 + 0.4 * f)
-            a_here = float(fr.inner.at(np.array([ang]))[0])
-            d = rho * max(a_here - rr - 3.0, 5.0)
-            cx, cy = d * math.cos(ang), fr.yc + d * math.sin(ang)
+            if kind == "psoas":  # on the psoas, anterior (phi 0) to anterolateral (phi ~1)
+                if s < 0.9:
+                    continue
+                side, phi = ang, rho
+                ps = self._psoas_blob(fr, int(side))
+                a_ = -HALF_PI + side * phi
+                dd = max(ps.rx, ps.ry) * 0.95 + rr * 0.9
+                cx, cy = ps.cx + dd * math.cos(a_), ps.cy + dd * math.sin(a_)
+            else:
+                a_here = float(fr.inner.at(np.array([ang]))[0])
+                d = rho * max(a_here - rr - 3.0, 5.0) if rho < 0.999 else a_here - rr * 0.92
+                cx, cy = d * math.cos(ang), fr.yc + d * math.sin(ang)
             lrng = np.random.default_rng(seed)
             harm = random_harm(lrng, 0.16 if kind == "colon" else 0.1, 8 if kind == "colon" else 4, 1.0)
             if content == "collapsed":
@@ -729,7 +890,8 @@ class Subject:
                 continue
             rs, cs, dist = bd
             cv.paint(inside((rs, cs, soft_from_dist(g, dist))), H[S.BOWEL_WALL], S.BOWEL_WALL)
-            wall_t = 2.0 + (1.5 if content == "collapsed" else 0.0)
+            # collapsed loops: thick (3-6 mm) enhancing wall around a slit of fluid
+            wall_t = lrng.uniform(3.0, 6.0) if content == "collapsed" else 2.0
             m = soft_from_dist(g, dist, wall_t)
             lum = (rs, cs, m)
             if content == "gas":
@@ -829,17 +991,19 @@ class Subject:
                     px1, py1 = side * (vb_w * 0.33 + 2), y_post + canal_r * 1.3
                     reg = capsule_mask(g, px0, py0, px1, py1, 5.0 * sc)
                     cv.paint(reg, post_hu, S.CORTEX)
+                    # transverse process: rudimentary on the last thoracic vertebra (T12),
+                    # long from L1 down (SpineModel.tp_length_mm)
+                    tl = sp.tp_length_mm(v)
                     if thor:
-                        tl = 25.0 * sc
                         tx, ty = side * (vb_w * 0.33 + tl), y_post + canal_r * 1.3 + tl * 0.55
+                        # rib tubercle: where a long thoracic process's tip meets its rib
+                        nx, ny = side * (vb_w * 0.33 + 25.0 * sc), y_post + canal_r * 1.3 + 25.0 * sc * 0.55
                     else:
-                        tl = TP_LENGTH_MM.get(v.number, 25.0) * sc
-                        if v.number == sp.n_lumbar:
-                            tl *= 0.9
                         tx, ty = side * (vb_w * 0.33 + tl), y_post + canal_r * 0.9 + 2
+                        nx, ny = tx, ty  # a lumbar rib starts at the process's tip
                     cv.paint(capsule_mask(g, px1, py1, tx, ty, 4.5 * sc, 3.0 * sc), post_hu, S.CORTEX)
                     if v.rib != "none" and v.z_top_mm - 0.6 * h <= z:
-                        self._rib_neck(cv, fr, v, side, tx, ty)
+                        self._rib_neck(cv, fr, v, side, nx, ny)
             # lamina and spinous process: slope downwards (lower half of the body and below)
             if v.z_bottom_mm - 0.45 * h <= z <= v.z_top_mm - 0.3 * h:
                 ly = y_post + canal_r * 1.55 + 2
@@ -899,13 +1063,22 @@ class Subject:
         return length, drop
 
     def _rib_neck(self, cv: Canvas, fr: Frame, v: Vertebra, side: int, tx: float, ty: float) -> None:
+        """The rib's proximal part at its vertebra's pedicle level.
+
+        A thoracic rib's head articulates with the side of its own body (costovertebral
+        joint) and its neck runs back and out to the tubercle at (tx, ty). A lumbar rib has
+        no costovertebral joint: it articulates with, or is fused to, the tip of L1's
+        transverse process at (tx, ty) and runs out and down from there, never touching the
+        body (ANATOMY.md, spine variants).
+        """
         g, H = cv.grid, self.hu
         sc = self.spine_params.size_scale
-        hx, hy = side * (fr.vb_w / 2 + 1.0), fr.y_vb + fr.vb_d * 0.2
-        cv.paint(capsule_mask(g, hx, hy, tx, ty, 4.0 * sc), H[S.CORTEX] * 0.7, S.CORTEX)
         if v.rib == "rudimentary":
             ex, ey = tx + side * 28.0 * sc, ty + 10.0
             cv.paint(capsule_mask(g, tx, ty, ex, ey, 3.5 * sc, 2.5 * sc), H[S.CORTEX] * 0.7, S.CORTEX)
+            return
+        hx, hy = side * (fr.vb_w / 2 + 1.0), fr.y_vb + fr.vb_d * 0.2
+        cv.paint(capsule_mask(g, hx, hy, tx, ty, 4.0 * sc), H[S.CORTEX] * 0.7, S.CORTEX)
 
     def _rib_shafts(self, cv: Canvas, fr: Frame, v: Vertebra) -> None:
         length, drop = self._rib_params(v)

@@ -17,6 +17,15 @@ from .params import SpineParams
 #: Lumbar transverse-process half-length factors (L3 longest, ANATOMY.md).
 TP_LENGTH_MM = {1: 15.0, 2: 22.0, 3: 29.0, 4: 25.0, 5: 22.0, 6: 20.0}
 
+#: Thoracic transverse processes (mm beyond the pedicle, before ``size_scale``), counted from
+#: the last rib-bearing vertebra upwards. T1–T10 carry long processes whose tips articulate
+#: with the rib tubercles; T11's are short and have no costal facet; the last thoracic
+#: vertebra (T12 in a 12-rib spine) has only rudimentary processes, a few millimetres, its
+#: mammillary and accessory tubercles taking their place (Gray's Anatomy; ANATOMY.md). The
+#: long processes of a spine start at L1.
+THORACIC_TP_MM = 25.0
+LAST_THORACIC_TP_MM = {0: 4.0, 1: 14.0}  # key: 0 = last rib-bearing vertebra, 1 = the one above
+
 
 @dataclass(frozen=True)
 class Vertebra:
@@ -81,6 +90,20 @@ class SpineModel:
         self.n_thoracic = n_t
         self.z_top_mm = self.vertebrae[-1].z_top_mm
         self.z_sacrum_bottom_mm = -100.0 * sc
+
+    def tp_length_mm(self, v: Vertebra) -> float:
+        """Transverse-process length beyond the pedicle (mm, size-scaled) of vertebra ``v``.
+
+        Rudimentary on the last thoracic vertebra, short on the one above, long from L1 down
+        with L3's the longest (``TP_LENGTH_MM``; the last lumbar's × 0.9); 0 for the sacrum.
+        """
+        sc = self.params.size_scale
+        if v.region == "T":
+            return LAST_THORACIC_TP_MM.get(self.n_thoracic - v.number, THORACIC_TP_MM) * sc
+        if v.region == "L":
+            tl = TP_LENGTH_MM.get(v.number, 25.0) * sc
+            return tl * 0.9 if v.number == self.n_lumbar else tl
+        return 0.0
 
     def by_name(self, name: str) -> Vertebra:
         for v in self.vertebrae:

@@ -33,8 +33,8 @@ def _gaussian_blur(x: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
     """Blur each (1, H, W) sample of ``x`` (B, 1, H, W) with its own sigma (0 = unchanged)."""
     b = x.shape[0]
     radius = max(1, int(math.ceil(3 * float(sigma_px.max()))))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    s = sigma_px.clamp(min=1e-3)[:, None]
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    s = sigma_px.to(x.device).clamp(min=1e-3)[:, None]
     k = torch.exp(-0.5 * (t[None, :] / s) ** 2)
     k = k / k.sum(dim=1, keepdim=True)
     y = x.reshape(1, b, *x.shape[2:])
@@ -85,14 +85,19 @@ def augment_batch(
     spec: GridSpec,
     cfg: AugmentConfig,
     g: torch.Generator,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch of canvases (B, S, S) into network input (B, C, crop, crop) and labels.
 
-    ``g`` is the only source of randomness, so a seeded run is reproducible.
+    ``g`` (a CPU generator) is the only source of randomness, so a seeded run is reproducible.
+    The small random parameters are drawn from it on the CPU; the image work runs on
+    ``device``, where the per-pixel noise comes from a generator seeded from ``g`` (on the
+    CPU the noise is drawn from ``g`` itself, as before).
     """
+    dev = torch.device(device)
     b, s = hu.shape[0], hu.shape[-1]
-    x = torch.from_numpy(np.asarray(hu, dtype=np.float32))[:, None] - AIR_HU  # air = 0 for padding
-    y = torch.from_numpy(np.asarray(labels, dtype=np.float32))[:, None]
+    x = torch.from_numpy(np.asarray(hu, dtype=np.float32)).to(dev)[:, None] - AIR_HU  # air = 0 for padding
+    y = torch.from_numpy(np.asarray(labels, dtype=np.float32)).to(dev)[:, None]
 
     # --- geometry: output pixel (relative to crop centre) -> input pixel (relative to canvas centre)
     angle = _u(g, b, -1, 1) * math.radians(cfg.rotate_deg)
@@ -114,18 +119,18 @@ def augment_batch(
         reach = (half_rc[:, axis] - view / 2).clamp(min=0) + cfg.shift_frac * crop
         offset = centre_rc[:, axis] - (s - 1) / 2 + _u(g, b, -1, 1) * reach
         theta[:, col, 2] = offset / (s / 2)
-    grid = F.affine_grid(theta, [b, 1, crop, crop], align_corners=False)
+    grid = F.affine_grid(theta.to(dev), [b, 1, crop, crop], align_corners=False)
     if cfg.elastic_p > 0:
         amp = (torch.rand(b, generator=g) < cfg.elastic_p).float() * cfg.elastic_mm / spec.spacing_mm / (s / 2)
         coarse = torch.randn(b, 2, 5, 5, generator=g) * amp[:, None, None, None]
         field = F.interpolate(coarse, size=(crop, crop), mode="bicubic", align_corners=True)
-        grid = grid + field.permute(0, 2, 3, 1)
+        grid = grid + field.to(dev).permute(0, 2, 3, 1)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + AIR_HU
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
     # --- acquisition
     if cfg.lowres_p > 0:
-        pick = torch.rand(b, generator=g) < cfg.lowres_p
+        pick = (torch.rand(b, generator=g) < cfg.lowres_p).to(dev)
         if bool(pick.any()):
             f = float(_u(g, 1, *cfg.lowres_factor))
             small = max(8, int(round(crop / f)))
@@ -137,14 +142,18 @@ def augment_batch(
             x = _gaussian_blur(x, sig)
     scale = 1.0 + torch.randn(b, generator=g) * cfg.hu_scale_sd
     shift = torch.randn(b, generator=g) * cfg.hu_shift_sd
-    x = x * scale[:, None, None, None] + shift[:, None, None, None]
+    x = x * scale.to(dev)[:, None, None, None] + shift.to(dev)[:, None, None, None]
     if cfg.noise_p > 0:
         sd = _u(g, b, *cfg.noise_sd_hu) * (torch.rand(b, generator=g) < cfg.noise_p).float()
-        noise = torch.randn(x.shape, generator=g)
+        if dev.type == "cpu":
+            noise = torch.randn(x.shape, generator=g)
+        else:
+            g_dev = torch.Generator(device=dev).manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+            noise = torch.randn(x.shape, generator=g_dev, device=dev)
         grain = _u(g, b, 0.0, 1.0)
         smooth = _gaussian_blur(noise, grain)
         smooth = smooth / smooth.std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
-        x = x + smooth * sd[:, None, None, None]
+        x = x + smooth * sd.to(dev)[:, None, None, None]
     if cfg.cutout_p > 0:
         for i in range(b):
             if float(torch.rand(1, generator=g)) >= cfg.cutout_p:
@@ -161,5 +170,5 @@ def augment_batch(
             torch.exp(_u(g, b, math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1]))),
             torch.ones(b),
         )
-        chans = ((chans + 1) / 2).clamp(min=0) ** gam[:, None, None, None] * 2 - 1
+        chans = ((chans + 1) / 2).clamp(min=0) ** gam.to(dev)[:, None, None, None] * 2 - 1
     return chans.contiguous(), y[:, 0].long()

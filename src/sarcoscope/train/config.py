@@ -82,6 +82,7 @@ class OptimConfig:
     class_weights: tuple[float, ...] = (0.5, 1.5, 1.0, 1.0)  # none, envelope, visceral, subcutaneous
     dice_weight: float = 1.0
     freeze_bn: bool = False
+    device: str = "cpu"  # "cpu", "cuda" or "auto" (cuda when torch sees a GPU); inference is CPU either way
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,8 @@ def _validate(cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path} train.crop {t.crop} is larger than data.canvas {d.canvas}")
     if len(t.class_weights) != 4:
         raise ConfigError(f"{path} train.class_weights needs 4 values (none, muscle envelope, visceral fat, subcutaneous fat)")
+    if t.device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"{path} train.device '{t.device}' unknown; use 'cpu', 'cuda' or 'auto'")
     if t.steps < 1 or t.batch_size < 1:
         raise ConfigError(f"{path} train.steps and train.batch_size must be >= 1")
 

@@ -1,6 +1,7 @@
-"""Training from a config: cache synthetic slices, train the U-Net on CPU, export the best to ONNX.
+"""Training from a config: cache synthetic slices, train the U-Net, export the best to ONNX.
 
-Written for a small CPU: a cached data set on the model grid (generation is the slow part),
+Written for a small CPU (a GPU is used when the config asks for one: ``train.device``): a
+cached data set on the model grid (generation is the slow part),
 batched torch augmentation, a step budget plus a wall-clock guard, validation every
 ``val_every`` steps with the best checkpoint kept, and periodic checkpoints in ``run_dir`` so
 a long run can be inspected while it goes.
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sarcoscope.errors import ConfigError
 from sarcoscope.segment.onnx_model import COMPARTMENT_NAMES, N_COMPARTMENTS, GridSpec
 from sarcoscope.train.augment import augment_batch, center_crop_batch
 from sarcoscope.train.config import Config
@@ -70,14 +72,27 @@ def dice_per_class(pred: np.ndarray, ref: np.ndarray, n_classes: int = 5) -> np.
     return out
 
 
-def _validate(model: UNet, val: CachedSet, spec: GridSpec, batch: int = 8) -> np.ndarray:
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` → a torch device; "cuda" without a visible GPU is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but torch sees no GPU; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def _validate(
+    model: UNet, val: CachedSet, spec: GridSpec, batch: int = 8, device: torch.device | None = None
+) -> np.ndarray:
     model.eval()
     inter = np.zeros(N_COMPARTMENTS - 1)
     denom = np.zeros(N_COMPARTMENTS - 1)
     with torch.no_grad():
         for i in range(0, val.hu.shape[0], batch):
             x, y = center_crop_batch(val.hu[i : i + batch], val.labels[i : i + batch], spec)
-            pred = model(x).argmax(dim=1).numpy()
+            if device is not None:
+                x = x.to(device)
+            pred = model(x).argmax(dim=1).cpu().numpy()
             ref = y.numpy()
             for k in range(1, N_COMPARTMENTS):
                 p, r = pred == k, ref == k
@@ -101,6 +116,11 @@ def _lr_at(step: int, cfg: Config, base_lr: float, total: int, minutes: float) -
     return base_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def _cpu_state(model: UNet) -> dict[str, torch.Tensor]:
+    """A copy of the weights on the CPU, so checkpoints load on machines without a GPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def _freeze_bn(model: UNet) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -121,10 +141,15 @@ def fit(
 ) -> tuple[UNet, dict[str, float], int, float]:
     """Optimise ``model`` for ``steps`` steps; return the best-validated model, its Dice, steps, minutes."""
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        logger.info("training on %s", torch.cuda.get_device_name(device))
+    model = model.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 99])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay)
-    weights = torch.tensor(cfg.train.class_weights, dtype=torch.float32)
+    weights = torch.tensor(cfg.train.class_weights, dtype=torch.float32, device=device)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     best_score, best_dice, best_state = -1.0, {}, None
@@ -139,7 +164,7 @@ def fit(
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg, lr, steps, (time.perf_counter() - t0) / 60)
         idx = np.sort(rng.choice(n, size=cfg.train.batch_size, replace=n < cfg.train.batch_size))
-        x, y = augment_batch(train.hu[idx], train.labels[idx], cfg.train.crop, spec, cfg.augment, g)
+        x, y = augment_batch(train.hu[idx], train.labels[idx], cfg.train.crop, spec, cfg.augment, g, device)
         logits = model(x)
         loss = F.cross_entropy(logits, y, weight=weights) + cfg.train.dice_weight * dice_loss(logits, y)
         opt.zero_grad(set_to_none=True)
@@ -150,7 +175,7 @@ def fit(
         minutes = (time.perf_counter() - t0) / 60
         last = step == steps - 1 or minutes > cfg.train.max_minutes
         if (step + 1) % cfg.train.val_every == 0 or last:
-            dice = _validate(model, val, spec)
+            dice = _validate(model, val, spec, device=device)
             if freeze_bn:
                 _freeze_bn(model)
             score = float(np.nanmean(dice))
@@ -161,21 +186,30 @@ def fit(
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             logger.info("step %d  %.1f min  loss %.4f  val dice %s", step + 1, minutes, running, np.round(dice, 4))
-            torch.save({"model": model.state_dict(), "step": step + 1}, run_dir / "last.pt")
+            torch.save({"model": _cpu_state(model), "step": step + 1}, run_dir / "last.pt")
             if score > best_score:
                 best_score = score
                 best_dice = dict(zip(COMPARTMENT_NAMES[1:], (round(float(d), 4) for d in dice)))
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _cpu_state(model)
                 torch.save({"model": best_state, "step": step + 1, "val_dice": best_dice}, run_dir / "best.pt")
         elif (step + 1) % 25 == 0:
             logger.info("step %d  %.1f min  loss %.4f", step + 1, minutes, running)
         if minutes > cfg.train.max_minutes:
             logger.warning("stopping at step %d: max_minutes %.0f reached", step + 1, cfg.train.max_minutes)
             break
+    model = model.to("cpu")
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return model, best_dice, step + 1, (time.perf_counter() - t0) / 60
+
+
+def _machine_text(cfg: Config) -> str:
+    text = f"{platform.machine()} {platform.processor() or ''}".strip() + f", torch {torch.__version__}, threads {cfg.train.threads}"
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        text += f", trained on {torch.cuda.get_device_name(device)}"
+    return text
 
 
 def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None = None) -> TrainResult:
@@ -227,7 +261,7 @@ def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None
             "train_minutes": round(minutes, 1),
             "data_minutes": round(data_minutes, 1),
             "generator_fingerprint": train.generator_fingerprint,
-            "machine": f"{platform.machine()} {platform.processor() or ''}, torch threads {cfg.train.threads}".strip(),
+            "machine": _machine_text(cfg),
             "best_val_dice_model_grid": best_dice,
         },
     }
