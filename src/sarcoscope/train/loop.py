@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -218,14 +219,15 @@ def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None
     spec = grid_spec(cfg)
     run_dir = Path(cfg.run_dir)
     d = cfg.data
+    workers = d.workers or os.cpu_count() or 1  # 0: every CPU (the slices do not depend on it)
     t_start = time.perf_counter()
     train = build_cache(
         SliceSource(d.generator, cfg.seed, STREAM_TRAIN, d.levels, d.level_weights),
-        d.n_train, spec, d.canvas, Path(d.cache_dir), d.workers,
+        d.n_train, spec, d.canvas, Path(d.cache_dir), workers,
     )
     val = build_cache(
         SliceSource(d.generator, cfg.seed, STREAM_VAL, d.levels, d.level_weights),
-        d.n_val, spec, d.canvas, Path(d.cache_dir), d.workers,
+        d.n_val, spec, d.canvas, Path(d.cache_dir), workers,
     )
     data_minutes = (time.perf_counter() - t_start) / 60
     if init is not None:
