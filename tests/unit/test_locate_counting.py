@@ -225,3 +225,140 @@ def test_rib_count_with_unreadable_processes_below_is_named_and_flagged() -> Non
     # The body below cut by the edge of the scan: still no L3 (it may lie below the scan).
     c = _count(_bodies(spec[1:], first_cut=True))
     assert c.l3 is None and "below the scan" in c.missing
+
+
+# ---- v5: rib heads as evidence of a rib (docs/l3-localisation.md, "v5")
+
+
+def _with_heads(spec, shares, first_cut=True):
+    """Bodies of ``spec`` with a measured rib-head share each (None: not judged)."""
+    from sarcoscope.locate.finder import HEAD_SHARE
+
+    return [
+        _Body(b.seg, b.rib, b.ala, b.tp_mm, None if h is None else h >= HEAD_SHARE, h)
+        for b, h in zip(_bodies(spec, first_cut=first_cut), shares)
+    ]
+
+
+def test_a_last_rib_whose_head_shows_on_a_few_slices_is_not_vetoed() -> None:
+    from sarcoscope.locate.finder import _veto_headless
+
+    # S1, L5..L1, T12 (shaft seen, its thin neck on a quarter of the head zone's slices),
+    # T11 (shaft and head), T10. v4 vetoed T12 (head share < 0.5): T11 was taken for T12
+    # and the counts disagreed (seed 31 case 22, seed 11 case 57 on the fixed phantom).
+    spec = [(False, True, NAN)] + [(False, False, LUMBAR[f"L{5 - n}"]) for n in range(5)]
+    spec += [(True, False, 23.0), (True, False, 26.0), (True, False, 26.0)]
+    bodies = _with_heads(spec, [None, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25, 1.0, 1.0])
+    assert [b.rib for b in _veto_headless(bodies)][6] is True
+    c = _count(_veto_headless(bodies))
+    assert c.l3 == 3 and c.names[6] == "T12" and c.confidence == CONF_BOTH
+    # A body with rib-like bone and no head on any slice (lower ribs running past L1) is
+    # still vetoed.
+    bodies = _with_heads(spec, [None, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 1.0, 1.0])
+    assert [b.rib for b in _veto_headless(bodies)][6] is False
+    # Head-like bone on a third of the slices beside an L1 whose processes reach farther than
+    # L2's (a lumbar rib continuing its process; seed 11 case 135): vetoed — the last
+    # thoracic vertebra's processes are rudimentary, shorter than L1's.
+    spec_lr = spec[:5] + [(True, False, 52.0)] + [(True, False, 26.0)] * 2
+    bodies = _with_heads(spec_lr, [None, 0.0, 0.0, 0.0, 0.0, 0.33, 1.0, 1.0])
+    judged = _veto_headless(bodies)
+    assert judged[5].rib is False
+    c = _count(judged)
+    assert c.names[6] == "T12" and c.names[3] == "L3" and c.l3 == 3
+
+
+def test_a_thoracic_body_whose_shaft_is_missed_but_heads_are_seen_keeps_the_run() -> None:
+    # 13 rib pairs with a short last rib (seed 31 case 80): T13 (shaft and head), T12 whose
+    # shaft share fell below the threshold but whose heads are seen, T11 (cut by the scan).
+    # v4: T13 was a "lonely" rib-like body, T11 became T12, 6 lumbar-type bodies.
+    spec = [(False, True, NAN)] + [(False, False, LUMBAR[f"L{4 - n}"]) for n in range(4)]
+    spec += [(True, False, 22.0), (False, False, 26.0), (True, False, NAN)]
+    bodies = _with_heads(spec, [None, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, None])
+    c = _count(bodies)
+    assert c.names[5] == "T12" and c.l3 == 2
+    # sacralisation (4 lumbar-type bodies): reported as a disagreement, the rib count kept
+    assert c.confidence == CONF_CONFLICT and any("disagree" in w for w in c.warnings)
+    # Without the heads on that body the run is cut there, as in v4: T11 is counted as the
+    # last rib-bearing vertebra (6 lumbar-type bodies; here the processes rescue L3).
+    bodies = _with_heads(spec, [None, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, None])
+    assert any("6 lumbar-type" in w for w in _count(bodies).warnings)
+
+
+def test_a_short_last_rib_seen_by_its_heads_alone_is_taken_where_the_sacrum_agrees() -> None:
+    # S1, L5..L1, T12 with heads but no shaft (a hypoplastic rib), T11, T10.
+    spec = [(False, True, NAN)] + [(False, False, LUMBAR[f"L{5 - n}"]) for n in range(5)]
+    spec += [(False, False, 23.0), (True, False, 26.0), (True, False, 26.0)]
+    shares = [None, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    c = _count(_with_heads(spec, shares))
+    assert c.l3 == 3 and c.names[6] == "T12" and c.names[3] == "L3"
+    assert c.confidence <= 0.5 and any("rib heads alone" in w for w in c.warnings), c.warnings
+    # v4 (no head evidence): 6 lumbar-type bodies, a conflict at 0.3.
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.confidence == CONF_CONFLICT
+    # A true sacralisation (4 lumbar vertebrae) whose L1 shows head-like bone is not changed:
+    # the shift would not make the counts agree.
+    spec4 = [(False, True, NAN)] + [(False, False, LUMBAR[f"L{4 - n}"]) for n in range(4)]
+    spec4 += [(True, False, 26.0)] * 3
+    c = _count(_with_heads(spec4, [None, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]))
+    assert c.names[5] == "T12" and c.confidence == CONF_CONFLICT
+
+
+def test_a_short_last_rib_without_the_sacrum_needs_the_processes() -> None:
+    # No sacrum in the scan: L5..L1, "T12" with heads but no shaft, T11, T10.
+    lum = [(False, False, LUMBAR[f"L{5 - n}"]) for n in range(5)]
+    spec = lum + [(False, False, 23.0), (True, False, 26.0), (True, False, 26.0)]
+    shares = [0.0] * 5 + [1.0, 1.0, 1.0]
+    c = _count(_with_heads(spec, shares, first_cut=False))
+    # the body the heads make L3 (z index 2) has the longest processes: taken, flagged
+    assert c.l3 == 2 and c.names[5] == "T12" and c.confidence <= 0.5
+    assert any("rib heads alone" in w for w in c.warnings)
+    # Head-like bone beside a lumbar L1 (the root of its processes): the body it would make
+    # L3 (really L4) has shorter processes than the rib count's L3, so the rib count stays.
+    spec = lum + [(True, False, 26.0)] * 3
+    c = _count(_with_heads(spec, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], first_cut=False))
+    assert c.l3 == 2 and c.names[5] == "T12"
+    assert not any("rib heads alone" in w for w in c.warnings)
+
+
+def test_a_conflict_is_not_settled_by_a_misread_dip_in_the_processes() -> None:
+    # Lumbarisation (6 lumbar-type bodies): S1, L6..L1, T12..T11. L3's processes were read
+    # short (29 mm between L2's 38 and L4's 43: a kidney touching the tip cut the walk; seed
+    # 31 case 57), so the comparison would take L4. v5 keeps the rib count and says why.
+    spec = [(False, True, NAN), (False, False, 36.0), (False, False, 39.0), (False, False, 43.0),
+            (False, False, 29.0), (False, False, 38.0), (False, False, 31.0),
+            (True, False, 25.0), (True, False, 26.0)]
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 4 and c.names[4] == "L3" and c.confidence == CONF_CONFLICT
+    assert any("clearly shorter than both its neighbours" in w for w in c.warnings), c.warnings
+    # Read right (L3 the longest), the processes agree with the rib count anyway.
+    spec[4] = (False, False, 47.0)
+    c = _count(_bodies(spec, first_cut=True))
+    assert c.l3 == 4 and c.confidence == CONF_CONFLICT
+
+
+def _work(z0: float, z1: float):
+    import numpy as np
+
+    from sarcoscope.locate.column import Work
+
+    z = np.arange(z0, z1 + 0.1, 5.0)
+    empty = np.zeros((z.size, 1, 1), np.int16)
+    return Work(empty, z, 5.0, 1.0, 1.0, 1, 1, empty)
+
+
+def test_l3_is_said_to_lie_below_the_scan_only_when_the_spine_was_read_down_to_its_edge() -> None:
+    from sarcoscope.locate.finder import _coverage
+
+    # Four rib-bearing bodies read one by one down to the lower edge: a chest scan.
+    bodies = _bodies([(True, False, 26.0)] * 4, first_cut=True)
+    count = _count(bodies)
+    assert count.l3 is None
+    text = _coverage(_work(0.0, 140.0), bodies, count, rib_share=1.0)
+    assert "L3 lies below the scan" in text and "may lie there" not in text
+    # The same bodies with 150 mm of scan below them where no vertebra was told apart (thick
+    # slices blur the discs): saying "L3 lies below the scan" would be a guess.
+    shifted = [_Body(Segment(b.seg.bottom_mm + 150, b.seg.top_mm + 150, True, True), b.rib, b.ala, b.tp_mm)
+               for b in bodies]
+    text = _coverage(_work(0.0, 290.0), shifted, _count(shifted), rib_share=1.0)
+    assert "L3 lies below the scan" not in text
+    assert "could not be divided into vertebrae at z 0…150 mm" in text and "L3 may lie there" in text

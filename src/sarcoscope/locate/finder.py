@@ -66,6 +66,15 @@ ALA_TOP_MM = 40.0
 HEAD_MM = 6.0
 HEAD_SHARE = 0.5
 HEAD_ZONE = (0.45, 0.85)
+#: A rib head is *absent* (v5) when it is seen on fewer than this share of the zone's
+#: slices on the side that shows less (on development seed 55 every lumbar body with
+#: rib-like bone beside it had none); between this and ``HEAD_SHARE`` the transverse
+#: processes decide (``_veto_headless``).
+HEAD_ABSENT_SHARE = 0.2
+#: A rib head seen on both sides on at least this share of the zone's slices marks a
+#: rib-bearing vertebra even where no rib shaft is seen (v5: a short or hypoplastic last rib,
+#: a shaft missed on one thoracic vertebra).
+HEAD_STRONG_SHARE = 0.8
 #: Share of a body's slices that must show the feature for the body to carry it.
 RIB_SHARE = 0.35
 ALA_SHARE = 0.5
@@ -80,6 +89,10 @@ MIN_LUMBAR_BELOW_RIBS = 3
 TP_MARGIN_MM = 1.5
 #: Transverse processes are read on the lowest this many bodies of the scan.
 TP_BODIES = 10
+#: (v5) A reach this much (mm) shorter than those of both neighbours is a misread: the
+#: processes lengthen from L1 to L3 and shorten again below, level by level, while a walk
+#: cut short (a kidney touching the tip, a gap in thin soft bone) gives one short body.
+TP_DIP_MM = 6.0
 #: Confidence by how the count was anchored.
 CONF_BOTH = 0.95
 CONF_RIBS_ONLY = 0.8
@@ -96,6 +109,14 @@ class _Body:
     ala: bool | None
     tp_mm: float = float("nan")  # reach of the transverse processes from the midline
     head: bool | None = None  # a rib head beside the body (None: not judged)
+    head_share: float | None = None  # share of the head zone's slices showing it (lesser side)
+
+    @property
+    def head_seen(self) -> float | None:
+        """Share of the head zone's slices with a rib head (from ``head`` where not measured)."""
+        if self.head_share is not None:
+            return self.head_share
+        return None if self.head is None else float(self.head)
 
 
 @dataclass(frozen=True)
@@ -144,9 +165,9 @@ def _judge_bodies(
         a = _share(z, ala, max(seg.bottom_mm, seg.top_mm - ALA_TOP_MM), seg.top_mm)
         bodies.append(
             _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE, tp_mm,
-                  None if hs is None else hs >= HEAD_SHARE)
+                  None if hs is None else hs >= HEAD_SHARE, hs)
         )
-    return _veto_headless(bodies)
+    return bodies
 
 
 def _veto_headless(bodies: list[_Body]) -> list[_Body]:
@@ -158,46 +179,80 @@ def _veto_headless(bodies: list[_Body]) -> list[_Body]:
     behind them, putting rib-like bone beside bodies with no rib head. Above the lowest body
     with both a shaft and a head, a head that is not seen (thin neck, coarse pixels) is no
     reason to doubt the shaft: only the bodies below it are judged by the head.
+
+    (v5) A head seen on some of the zone's slices but fewer than half (a thin or soft neck of
+    a last rib, or bone near a lumbar rib's attachment) is settled by the transverse
+    processes: the last thoracic vertebra has rudimentary processes, shorter than those of
+    the first lumbar vertebra below it, while a lumbar rib continues the process of L1
+    outwards and makes it reach farther than L2's. Such a body keeps its rib only when its
+    processes reach less far than those of the body below (both measured). A head seen on
+    no more than the odd slice (``HEAD_ABSENT_SHARE``) vetoes as before.
     """
     confirmed = [i for i, b in enumerate(bodies) if b.rib and b.head]
     if not confirmed:
         return bodies
     lowest = confirmed[0]
+
+    def vetoed(i: int, b: _Body) -> bool:
+        if not (i < lowest and b.rib and b.head is False):
+            return False
+        h = b.head_seen
+        if h is None or h < HEAD_ABSENT_SHARE or i == 0:
+            return True
+        below = bodies[i - 1].tp_mm
+        return not (np.isfinite(b.tp_mm) and np.isfinite(below) and b.tp_mm < below)
+
     return [
-        _Body(b.seg, False, b.ala, b.tp_mm, b.head) if (i < lowest and b.rib and b.head is False) else b
+        _Body(b.seg, False, b.ala, b.tp_mm, b.head, b.head_share) if vetoed(i, b) else b
         for i, b in enumerate(bodies)
     ]
 
 
-def _top_anchor(bodies: list[_Body], above: int = 0) -> tuple[int | None, bool, list[str]]:
-    """Index (bottom-to-top order) of T12, whether every body seen carries ribs, warnings.
+def _strong_head(b: _Body) -> bool:
+    """Rib heads seen on both sides on most of the body's head zone (a rib articulates here)."""
+    h = b.head_seen
+    return h is not None and h >= HEAD_STRONG_SHARE and b.seg.complete
+
+
+def _top_anchor(bodies: list[_Body], above: int = 0) -> tuple[int | None, bool, list[str], int | None]:
+    """Index (bottom-to-top order) of T12, whether every body seen carries ribs, warnings,
+    and the body right below T12 when it shows rib heads but no rib shaft (else None).
 
     T12 is the lowest rib-bearing body whose upper neighbour carries ribs too (or is the
     top of the scan): a single body with rib-like bone lower down (a lumbar rib, the
     posterior iliac crest) is not taken for the thoracic spine, and a rib missed on one
     thoracic vertebra does not cut the thoracic spine short.
+
+    (v5) A rib articulates with its own vertebra, so rib heads seen on both sides
+    (``_strong_head``) mark a rib-bearing vertebra where the shaft is not seen: the upper
+    neighbour "carries ribs" when its heads are seen (a shaft missed on one thoracic body).
+    The body right below the lowest rib-bearing one, with heads but no shaft, may be T12
+    with a short or hypoplastic last rib whose shaft ends before the rib window; it is only
+    returned as a candidate: bone just behind a lumbar body (a process's root) can pass for
+    a head, so the caller takes it only where the sacrum or the processes agree (``_count``).
     """
     warnings: list[str] = []
     # Bodies below ``above`` (the sacrum and the two above it, beside the iliac crests) are
     # left out: the pelvis is not ribs.
     judged = [i for i in range(above, len(bodies)) if bodies[i].rib is not None]  # bottom to top
     if not judged:
-        return None, False, warnings
+        return None, False, warnings, None
     for pos, i in enumerate(judged):
         if not bodies[i].rib:
             continue
         above = judged[pos + 1] if pos + 1 < len(judged) else None
-        if above is None or bodies[above].rib:
+        if above is None or bodies[above].rib or _strong_head(bodies[above]):
             if pos == 0:
-                return None, True, warnings  # ribs down to the lowest body seen
+                return None, True, warnings, None  # ribs down to the lowest body seen
+            head_only = i - 1 if judged[pos - 1] == i - 1 and _strong_head(bodies[i - 1]) else None
             lonely = [j for j in judged[:pos] if bodies[j].rib]
             if lonely:
                 warnings.append(
                     "rib-like bone beside a lumbar vertebra (a lumbar rib or the iliac crest) "
                     "was not counted as a rib"
                 )
-            return i, False, warnings
-    return None, False, warnings
+            return i, False, warnings, head_only
+    return None, False, warnings, None
 
 
 def _bottom_anchor(bodies: list[_Body], t12: int | None) -> int | None:
@@ -263,6 +318,14 @@ def _longest_tp(bodies: list[_Body], candidates: list[int]) -> int | None:
     return vals[0][1]
 
 
+def _dips(bodies: list[_Body], i: int) -> bool:
+    """Whether body ``i``'s processes read clearly shorter than both neighbours' (a misread)."""
+    if not 0 < i < len(bodies) - 1:
+        return False
+    here, lo, hi = bodies[i].tp_mm, bodies[i - 1].tp_mm, bodies[i + 1].tp_mm
+    return bool(np.isfinite([here, lo, hi]).all() and here <= min(lo, hi) - TP_DIP_MM)
+
+
 def _tp_text(bodies: list[_Body], idxs: list[int]) -> str:
     return ", ".join(
         f"z {bodies[i].seg.centre_mm:.0f} mm: {bodies[i].tp_mm:.0f} mm" for i in idxs
@@ -275,7 +338,28 @@ def _count(bodies: list[_Body]) -> _Count:
     s1 = _bottom_anchor(bodies, None)
     if s1 is not None and s1 == n - 1:
         s1 = None  # nothing above it to count
-    t12, all_ribbed, warnings = _top_anchor(bodies, 0 if s1 is None else s1 + 3)
+    t12, all_ribbed, warnings, short_rib = _top_anchor(bodies, 0 if s1 is None else s1 + 3)
+    head_only = False
+    if t12 is not None and short_rib is not None:
+        # A body with rib heads but no shaft right below the last rib-bearing one: T12 with a
+        # short last rib, or a lumbar body whose process roots look like heads. Taken as T12
+        # when that makes the count from the sacrum agree (6 lumbar-type bodies otherwise), or,
+        # without the sacrum, when the body it would make L3 has clearly longer transverse
+        # processes than the one the ribs name (L3's are the longest). Flagged either way.
+        if s1 is not None:
+            take = t12 - s1 - 1 == 6
+        else:
+            take = t12 - 4 >= 0 and _longest_tp(bodies, [t12 - 3, t12 - 4]) == t12 - 4
+        if take:
+            t12, head_only = short_rib, True
+            warnings.append(
+                "the last rib-bearing vertebra was recognised by its rib heads alone, without a "
+                "rib shaft beside it (a short or hypoplastic last rib), because "
+                + ("the count from the sacrum then agrees (otherwise the counts disagree: 6 "
+                   "lumbar-type bodies, a transitional vertebra or this short rib)" if s1 is not None else
+                   "the body it makes L3 has the longest transverse processes")
+                + " — check spine.png"
+            )
     if t12 is not None:
         names = _names_from(t12, True, n)
         if s1 is not None:
@@ -286,7 +370,7 @@ def _count(bodies: list[_Body]) -> _Count:
             n_lumbar = t12 - s1 - 1
             bottom_l3 = s1 + 3
             if n_lumbar == 5:
-                conf = CONF_BOTH
+                conf = CONF_TP_DOUBT if head_only else CONF_BOTH
                 nb = [top_l3 - 1, top_l3, top_l3 + 1]
                 pick = _longest_tp(bodies, nb)
                 if pick is not None and pick != top_l3:
@@ -308,11 +392,21 @@ def _count(bodies: list[_Body]) -> _Count:
             lo_c, hi_c = (bottom_l3, bottom_l3) if top_l3 is None else sorted((top_l3, bottom_l3))
             cands = [i for i in range(max(lo_c, s1 + 1), min(hi_c, n - 1) + 1)]
             pick = _longest_tp(bodies, cands)
+            dipped = [i for i in cands if _dips(bodies, i)]
+            if dipped and pick is not None:
+                # A candidate whose processes read shorter than both neighbours' was misread;
+                # the comparison would only reflect that (seed 31 case 57: L3 read 29 mm
+                # between 38 and 43 mm).
+                pick = None
             l3 = pick if pick is not None else top_l3
             how = (
                 "the body with the longest transverse processes (L3's are the longest of the "
                 f"lumbar spine; {_tp_text(bodies, cands)}) was used"
                 if pick is not None
+                else "the transverse processes of the body at z "
+                f"{_z(bodies, dipped[0])} read clearly shorter than both its neighbours' (a misread), "
+                "so the rib count was used"
+                if dipped
                 else "the transverse processes did not tell them apart, so the rib count was used"
             )
             warnings.append(
@@ -328,7 +422,8 @@ def _count(bodies: list[_Body]) -> _Count:
                     names[i] = "S1" if i == s1 else ""
             return _Count(names, l3 if l3 is not None and l3 > s1 else None,
                           CONF_CONFLICT, warnings, "counts from the ribs and the sacrum disagree")
-        conf = CONF_RIBS_ONLY
+        # From the ribs alone, a last rib recognised by its heads only is not confirmed.
+        conf = CONF_TP_DOUBT if head_only else CONF_RIBS_ONLY
         below_unread = (
             top_l3 is not None and top_l3 > 0 and bodies[top_l3 - 1].seg.complete
             and not np.isfinite(bodies[top_l3 - 1].tp_mm)
@@ -487,8 +582,55 @@ def _z(bodies: list[_Body], idx: int | None) -> str:
     return f"{bodies[idx].seg.centre_mm:.0f} mm"
 
 
+#: A stretch of spine longer than this (mm) with no vertebral body told apart in it — below
+#: the lowest body found, or between two bodies — hides at least one vertebra (a body and its
+#: disc span 30–40 mm here).
+UNREAD_MM = 40.0
+#: A whole "body" taller than this (mm) is two or more vertebrae whose disc was not seen.
+MERGED_MM = 45.0
+
+
+def _unread_stretches(work: Work, bodies: list[_Body]) -> list[tuple[float, float]]:
+    """Stretches (bottom, top mm) of the scan where vertebrae went unseen or merged, low to high."""
+    z0 = float(work.z_mm[0])
+    if not bodies:
+        return [(z0, float(work.z_mm[-1]))]
+    out = []
+    if bodies[0].seg.bottom_mm - z0 > UNREAD_MM:
+        out.append((z0, bodies[0].seg.bottom_mm))
+    for lower, upper in zip(bodies, bodies[1:]):
+        if lower.seg.complete and lower.seg.height_mm > MERGED_MM:
+            out.append((lower.seg.bottom_mm, lower.seg.top_mm))
+        if upper.seg.bottom_mm - lower.seg.top_mm > UNREAD_MM:
+            out.append((lower.seg.top_mm, upper.seg.bottom_mm))
+    return out
+
+
 def _coverage(work: Work, bodies: list[_Body], count: _Count | None, rib_share: float) -> str:
-    """One sentence on what the scan shows: its z range and the vertebrae it could name."""
+    """One sentence on what the scan shows: its z range and the vertebrae it could name.
+
+    "L3 lies below the scan" is said only when the vertebrae were read down to the scan's
+    lower edge, one by one; where a stretch of the spine could not be divided into vertebrae
+    (thick slices, coarse pixels or soft bone blur the discs), L3 may lie in it and the count
+    above it is uncertain.
+    """
+    text = _coverage_text(work, bodies, count, rib_share)
+    names = count.names if count else []
+    t12_bottom = next((b.seg.bottom_mm for b, nm in zip(bodies, names) if nm == "T12"), float("inf"))
+    stretches = [(lo, hi) for lo, hi in _unread_stretches(work, bodies) if lo < t12_bottom]  # L3 is below T12
+    if stretches and "below the scan" in text:
+        where = ", ".join(f"z {lo:.0f}…{hi:.0f} mm" for lo, hi in stretches)
+        doubt = (
+            f"but the spine could not be divided into vertebrae at {where} (thick slices, coarse "
+            "pixels or soft bone can hide the discs), so L3 may lie there"
+        )
+        for claim in ("L3 probably lies below the scan", "L3 lies below the scan"):
+            text = text.replace(claim, doubt)
+        text = text.replace("too short to tell vertebrae apart", "vertebrae not told apart")
+    return text
+
+
+def _coverage_text(work: Work, bodies: list[_Body], count: _Count | None, rib_share: float) -> str:
     z0, z1 = float(work.z_mm[0]), float(work.z_mm[-1])
     text = f"covers z {z0:.0f}…{z1:.0f} mm ({len(work.z_mm)} slices, {z1 - z0:.0f} mm)"
     names = count.names if count else []
@@ -612,7 +754,7 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
     # any scan that shows them (the sacrum, at most six lumbar vertebrae, a few rib-like
     # bodies where the rib detector errs); the thoracic spine above is not read (time).
     tp = _tp_per_body(work, column, segments, skip=[n >= TP_BODIES for n in range(len(bodies))])
-    bodies = [_Body(b.seg, b.rib, b.ala, t, b.head) for b, t in zip(bodies, tp)]
+    bodies = _veto_headless([_Body(b.seg, b.rib, b.ala, t, b.head, b.head_share) for b, t in zip(bodies, tp)])
     count = _count(bodies) if bodies else None
     # For a scan too short to tell vertebrae apart: how often is there rib-like bone anywhere
     # beside and behind the spine (a wider window than the one that judges each vertebra).
