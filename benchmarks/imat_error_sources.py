@@ -22,7 +22,6 @@ from sarcoscope.phantom.structures import S
 from sarcoscope.segment.onnx_model import OnnxSegmenter
 from sarcoscope.tissues import Tissue
 from sarcoscope.train.assess import heldout_source
-from sarcoscope.train.data import draw_slice
 
 
 def main() -> int:
@@ -39,18 +38,20 @@ def main() -> int:
     totals = Counter()
     n, index = 0, 0
     while n < args.cases and index < 50 * args.cases:
-        rng = np.random.default_rng([src.seed, src.stream, index])  # as draw_slice draws it
+        rng = np.random.default_rng([src.seed, src.stream, index])  # as train.data.draw_slice draws it
         level = str(src.levels[int(rng.choice(len(src.levels), p=weights / weights.sum()))])
         if level == args.level:
-            structures = np.asarray(make_slice(random_params(rng), level=level).structures)
-            s = draw_slice(src, index)
-            pred = seg.segment(s.hu, s.pixel_spacing_mm)
-            envelope = (s.labels == Tissue.MUSCLE) | (s.labels == Tissue.IMAT)
+            s = make_slice(random_params(rng), level=level)  # the slice draw_slice(src, index) makes
+            structures = np.asarray(s.structures)
+            hu, labels = np.asarray(s.hu, dtype=np.float32), np.asarray(s.labels)
+            spacing = tuple(float(v) for v in np.broadcast_to(s.pixel_spacing_mm, (2,)))
+            pred = seg.segment(hu, spacing)
+            envelope = (labels == Tissue.MUSCLE) | (labels == Tissue.IMAT)
             band = ndi.binary_dilation(envelope, iterations=args.edge_px) & ~ndi.binary_erosion(
                 envelope, iterations=args.edge_px
             )
-            wrong_fp = (pred == Tissue.IMAT) & (s.labels != Tissue.IMAT)
-            wrong_fn = (s.labels == Tissue.IMAT) & (pred != Tissue.IMAT)
+            wrong_fp = (pred == Tissue.IMAT) & (labels != Tissue.IMAT)
+            wrong_fn = (labels == Tissue.IMAT) & (pred != Tissue.IMAT)
             for mask, tally, key in ((wrong_fp, fp, "fp"), (wrong_fn, fn, "fn")):
                 values, counts = np.unique(structures[mask], return_counts=True)
                 for v, c in zip(values, counts):

@@ -67,9 +67,10 @@ HEAD_MM = 6.0
 HEAD_SHARE = 0.5
 HEAD_ZONE = (0.45, 0.85)
 #: A rib head is *absent* (v5) when it is seen on fewer than this share of the zone's
-#: slices on the side that shows less (on development seed 55 every lumbar body with
-#: rib-like bone beside it had none); between this and ``HEAD_SHARE`` the transverse
-#: processes decide (``_veto_headless``).
+#: slices on the side that shows less (a lumbar rib articulates with the transverse
+#: process, not the body, so it shows no head; per-body statistics in
+#: docs/l3-localisation.md); between this and ``HEAD_SHARE`` the transverse processes
+#: decide (``_veto_headless``).
 HEAD_ABSENT_SHARE = 0.2
 #: A rib head seen on both sides on at least this share of the zone's slices marks a
 #: rib-bearing vertebra even where no rib shaft is seen (v5: a short or hypoplastic last rib,
@@ -394,9 +395,9 @@ def _count(bodies: list[_Body]) -> _Count:
             pick = _longest_tp(bodies, cands)
             dipped = [i for i in cands if _dips(bodies, i)]
             if dipped and pick is not None:
-                # A candidate whose processes read shorter than both neighbours' was misread;
-                # the comparison would only reflect that (seed 31 case 57: L3 read 29 mm
-                # between 38 and 43 mm).
+                # A candidate whose processes read shorter than both neighbours' was misread
+                # (the reach rises to L3 and falls below it level by level, never dips at one
+                # body); comparing reaches would only reflect the misreading.
                 pick = None
             l3 = pick if pick is not None else top_l3
             how = (

@@ -144,6 +144,8 @@ def fit(
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
     if device.type == "cuda":
+        # fastest convolution algorithms; like the GPU kernels themselves, not bit-for-bit
+        # reproducible from run to run (the draws from ``cfg.seed`` are)
         torch.backends.cudnn.benchmark = True
         logger.info("training on %s", torch.cuda.get_device_name(device))
     model = model.to(device)
@@ -216,6 +218,7 @@ def _machine_text(cfg: Config) -> str:
 def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None = None) -> TrainResult:
     """Reproduce a model from its config: generate/cache data, train, export ONNX + card."""
     torch.set_num_threads(max(1, cfg.train.threads))
+    resolve_device(cfg.train.device)  # a GPU asked for but missing fails now, not after the data
     spec = grid_spec(cfg)
     run_dir = Path(cfg.run_dir)
     d = cfg.data
