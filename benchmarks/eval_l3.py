@@ -75,11 +75,13 @@ class Case:
     warns_transitional: bool = False
 
 
-def make_case(index: int, seed: int):
+def make_case(index: int, seed: int, spacing_mm: float | None = None):
     """The phantom of case ``index``: (PhantomVolume, coverage, spacing_mm, pixel_mm, make_s)."""
     rng = np.random.default_rng([seed, index])
     coverage = str(rng.choice(list(COVERAGE_P), p=list(COVERAGE_P.values())))
     spacing = float(rng.choice(SPACINGS_MM))
+    if spacing_mm is not None:  # --spacing-mm: every case at one slice spacing (other draws unchanged)
+        spacing = spacing_mm
     # A third of the cases force a named variant; the rest draw variants at their natural rates.
     overrides = VARIANTS[int(rng.integers(1, len(VARIANTS)))] if index % 3 == 0 else {}
     spine = random_spine(rng, **overrides)
@@ -91,8 +93,8 @@ def make_case(index: int, seed: int):
     return pv, coverage, spacing, pixel, time.perf_counter() - t0
 
 
-def run_case(index: int, seed: int) -> Case:
-    pv, coverage, spacing, pixel, make_s = make_case(index, seed)
+def run_case(index: int, seed: int, spacing_mm: float | None = None) -> Case:
+    pv, coverage, spacing, pixel, make_s = make_case(index, seed, spacing_mm)
     vol = pv.volume
     z_lo, z_hi = sorted((vol.z_mm(0), vol.z_mm(vol.n_slices - 1)))
     l3 = pv.vertebra("L3")
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--json", type=str, default="", help="write every case and the summary here")
     ap.add_argument("--workers", type=int, default=1, help="processes (the machine is shared)")
+    ap.add_argument("--spacing-mm", type=float, default=None,
+                    help="slice spacing of every case (default: drawn from %s)" % (SPACINGS_MM,))
     args = ap.parse_args(argv)
     cases = []
     t0 = time.perf_counter()
@@ -186,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(args.workers)
-        results = pool.map(run_case, range(args.cases), [args.seed] * args.cases)
+        results = pool.map(run_case, range(args.cases), [args.seed] * args.cases, [args.spacing_mm] * args.cases)
     else:
-        results = (run_case(i, args.seed) for i in range(args.cases))
+        results = (run_case(i, args.seed, args.spacing_mm) for i in range(args.cases))
     for i, c in enumerate(results):
         cases.append(c)
         tag = ("not found" if not c.found else f"err {c.error_mm:+.1f} mm" if c.error_mm is not None
