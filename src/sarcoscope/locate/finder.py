@@ -12,7 +12,7 @@ named only when every body a transitional vertebra could make L3 is in the scan.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -168,7 +168,7 @@ def _judge_bodies(
             _Body(seg, None if r is None else r >= RIB_SHARE, None if a is None else a >= ALA_SHARE, tp_mm,
                   None if hs is None else hs >= HEAD_SHARE, hs)
         )
-    return bodies
+    return _veto_headless(bodies)
 
 
 def _veto_headless(bodies: list[_Body]) -> list[_Body]:
@@ -204,7 +204,7 @@ def _veto_headless(bodies: list[_Body]) -> list[_Body]:
         return not (np.isfinite(b.tp_mm) and np.isfinite(below) and b.tp_mm < below)
 
     return [
-        _Body(b.seg, False, b.ala, b.tp_mm, b.head, b.head_share) if vetoed(i, b) else b
+        replace(b, rib=False) if vetoed(i, b) else b
         for i, b in enumerate(bodies)
     ]
 
@@ -750,12 +750,12 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
     head_r, head_l = beside_body_mm(work, column)
     head = (head_r >= HEAD_MM, head_l >= HEAD_MM)  # judged per side: ribs come in pairs
     segments = find_segments(work.z_mm, column.density)
-    bodies = _judge_bodies(segments, work.z_mm, rib, ala, head=head)
     # Processes are compared between the lumbar bodies, which lie among the lowest ten of
     # any scan that shows them (the sacrum, at most six lumbar vertebrae, a few rib-like
     # bodies where the rib detector errs); the thoracic spine above is not read (time).
-    tp = _tp_per_body(work, column, segments, skip=[n >= TP_BODIES for n in range(len(bodies))])
-    bodies = _veto_headless([_Body(b.seg, b.rib, b.ala, t, b.head, b.head_share) for b, t in zip(bodies, tp)])
+    tp = _tp_per_body(work, column, segments, skip=[n >= TP_BODIES for n in range(len(segments))])
+    # (the veto of rib-like bone without a rib head compares the processes, so they come first)
+    bodies = _judge_bodies(segments, work.z_mm, rib, ala, tp=tp, head=head)
     count = _count(bodies) if bodies else None
     # For a scan too short to tell vertebrae apart: how often is there rib-like bone anywhere
     # beside and behind the spine (a wider window than the one that judges each vertebra).
