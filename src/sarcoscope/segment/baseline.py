@@ -53,6 +53,7 @@ from sarcoscope.segment.body import distance_mm as _edt
 from sarcoscope.segment.body import fill_holes as _fill_holes
 from sarcoscope.segment.body import largest_component as _largest
 from sarcoscope.segment.body import trunk_mask
+from sarcoscope.segment.vertebra import VERTEBRA_MIN_MM2, find_vertebra
 from sarcoscope.tissues import AIR_HU, FAT_HU, MUSCLE_HU, Tissue
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class BaselineParams:
     wall_noise_hu: float = 8.0
     max_sigma_mm: float = 2.5
     dense_hu: float = 150.0
-    vertebra_min_mm2: float = 300.0
+    vertebra_min_mm2: float = VERTEBRA_MIN_MM2
     # the outer wall contour
     n_rays: int = 720
     wall_hu: float = -50.0
@@ -134,43 +135,6 @@ def _open(mask: np.ndarray, r_mm: float, spacing: tuple[float, float]) -> np.nda
 def body_mask(hu: np.ndarray, spacing: tuple[float, float], p: BaselineParams) -> np.ndarray:
     """The trunk (``segment.body.trunk_mask``) with this segmenter's thresholds."""
     return trunk_mask(hu, spacing, p.body_hu, p.body_open_mm)
-
-
-def _find_vertebra(dense: np.ndarray, body: np.ndarray, spacing: tuple[float, float],
-                   p: BaselineParams) -> np.ndarray | None:
-    """The dense component near the midline that reaches furthest back (at least 3 cm²).
-
-    Only a window around the body's midline (±20 % of its width, behind the front quarter of
-    its depth) is searched: the vertebra is there in every abdominal slice, ribs,
-    contrast-filled bowel and calcified vessels mostly elsewhere.
-    """
-    rows, cols = np.nonzero(body)
-    cx = cols.mean()
-    width = (cols.max() - cols.min() + 1) * spacing[1]
-    half = int(0.2 * width / spacing[1]) + 1
-    r0 = int(rows.min() + 0.25 * (rows.max() - rows.min()))
-    c0, c1 = max(0, int(cx) - half), min(body.shape[1], int(cx) + half + 1)
-    win = dense[r0:, c0:c1]
-    if not win.any():
-        return None
-    it = max(1, round(1.5 / min(spacing)))
-    closed = ndi.binary_closing(np.pad(win, it), structure=np.ones((3, 3), bool), iterations=it)
-    closed = _fill_holes(closed[it:-it, it:-it])
-    lab, n = ndi.label(closed)
-    if n == 0:
-        return None
-    area = np.bincount(lab.ravel())[1:] * spacing[0] * spacing[1]
-    ok = np.flatnonzero(area >= p.vertebra_min_mm2) + 1
-    if ok.size == 0:
-        return None
-    # the vertebra reaches furthest back (spinous process); contrast-filled bowel, a calcified
-    # aorta or the kidneys' enhancing cortex lie in front of it
-    rows_idx = np.arange(lab.shape[0])[:, None]
-    back_row = ndi.maximum(np.broadcast_to(rows_idx, lab.shape), lab, ok)
-    best = int(ok[int(np.argmax(back_row))])
-    out = np.zeros(dense.shape, bool)
-    out[r0:, c0:c1] = lab == best
-    return out
 
 
 def _gauss(hu: np.ndarray, sigma_mm: float, sp: tuple[float, float]) -> np.ndarray:
@@ -325,7 +289,7 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     cls[inner & (sm > FAT_HU[1]) & (sm <= p.dense_hu)] = _SOFT
     dense = inner & (sm > p.dense_hu)
     cls[dense] = _DENSE
-    vert = _find_vertebra(dense, body, sp, p)
+    vert = find_vertebra(dense, body, sp, p.vertebra_min_mm2)
     if vert is not None:
         vert &= inner
         cls[vert] = _SPINE

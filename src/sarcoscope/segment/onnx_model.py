@@ -20,6 +20,8 @@ How a slice is labelled:
 5. Only the trunk is measured (``segment.body.trunk_mask``): arms beside the abdomen, the
    table and blankets are cut off by the same rule the baseline uses, because a network
    trained on synthetic arms still calls real arm muscle "muscle" now and then.
+6. Small muscle islands far from bone, subcutaneous fat and larger muscle are organ tissue
+   the network mistook (``segment.islands``): they go to the visceral compartment.
 
 The grid and window settings travel inside the ONNX file (metadata key ``sarcoscope``), so a
 fine-tuned model is self-describing. ``models/<name>.json`` beside the file is the model card.
@@ -40,6 +42,7 @@ from scipy import sparse
 
 from sarcoscope.errors import InputError, ModelError
 from sarcoscope.segment.body import trunk_mask
+from sarcoscope.segment.islands import IslandRule, reassign_stray_muscle
 from sarcoscope.tissues import AIR_HU, FAT_HU, MUSCLE_HU, Tissue
 
 logger = logging.getLogger(__name__)
@@ -337,12 +340,17 @@ class OnnxSegmenter:
     threads:
         onnxruntime intra-op threads; default ``min(4, cpu count)`` (more threads than cores
         only adds contention on small CPUs).
+    island_rule:
+        The stray-island check (``segment.islands``); None switches it off (for comparisons).
     """
 
-    def __init__(self, path: Path | None = None, *, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, *, threads: int | None = None, island_rule: IslandRule | None = IslandRule()
+    ) -> None:
         import onnxruntime as ort  # imported here: reading the package must stay light
 
         self.path = Path(path) if path is not None else default_model_path()
+        self.island_rule = island_rule
         if not self.path.is_file():
             raise ModelError(
                 f"segmentation model {self.path} not found; reinstall sarcoscope, pass --model with "
@@ -426,5 +434,8 @@ class OnnxSegmenter:
         compartments = logits_to_compartments(out, ctx, self.spec)
         arr = np.asarray(hu, dtype=np.float32)
         # the trunk only: arms beside the abdomen look like trunk muscle and fat to the network
-        compartments[~trunk_mask(arr, pixel_spacing_mm, self.spec.body_hu)] = 0
+        trunk = trunk_mask(arr, pixel_spacing_mm, self.spec.body_hu)
+        compartments[~trunk] = 0
+        if self.island_rule is not None:
+            compartments, _ = reassign_stray_muscle(compartments, arr, pixel_spacing_mm, trunk, self.island_rule)
         return tissues_from_compartments(compartments, arr)
