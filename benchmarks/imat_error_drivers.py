@@ -1,9 +1,8 @@
 """Which held-out phantom slices carry the model's IMAT area error (pixel size, kernel, level, IMAT area).
 
 Reads the per-case CSV that ``sarcoscope evaluate --synthetic N`` wrote and redraws each
-case's phantom parameters (cheap: no slice is rendered; the draw is the one
-``train.data.draw_slice`` makes for held-out index i), then tabulates the mean absolute and
-the mean signed IMAT area error (%) by group.
+case's phantom parameters (``train.data.draw_phantom_params``: cheap, no slice is rendered),
+then tabulates the mean absolute and the mean signed IMAT area error (%) by group.
 
     .venv/bin/python benchmarks/imat_error_drivers.py runs/eval-heldout-v3-islands/cases_model.csv
 """
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sarcoscope.phantom import random_params
 from sarcoscope.train.assess import heldout_source
+from sarcoscope.train.data import draw_phantom_params
 
 GROUPS = {
     "pixel spacing mm": ("pixel_spacing_mm", (0.0, 0.7, 0.85, 1.0, 1.5, 3.1)),
@@ -32,15 +31,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None, help="held-out seed the CSV was made with (default: the test seed)")
     args = ap.parse_args()
     src = heldout_source() if args.seed is None else heldout_source(args.seed)
-    weights = np.asarray(src.level_weights, float)
     rows = list(csv.DictReader(args.cases_csv.open(encoding="utf-8")))
     error, area, level, params = [], [], [], []
     for i, row in enumerate(rows):
         if not row["case"].startswith(f"{i:04d}-"):
             raise SystemExit(f"{args.cases_csv}: row {i} is case {row['case']}, expected index {i} (not a --synthetic CSV?)")
-        rng = np.random.default_rng([src.seed, src.stream, i])
-        level.append(str(src.levels[int(rng.choice(len(src.levels), p=weights / weights.sum()))]))
-        params.append(random_params(rng))
+        case_level, case_params = draw_phantom_params(src, i)
+        level.append(case_level)
+        params.append(case_params)
         error.append(float(row["imat_area_error_pct"]))
         area.append(float(row["imat_ref_area_cm2"]))
     e = np.asarray(error)

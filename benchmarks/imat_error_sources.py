@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from sarcoscope.phantom import make_slice, random_params
+from sarcoscope.phantom import make_slice
 from sarcoscope.phantom.structures import S
 from sarcoscope.segment.onnx_model import OnnxSegmenter
 from sarcoscope.tissues import Tissue
 from sarcoscope.train.assess import heldout_source
+from sarcoscope.train.data import draw_phantom_params
 
 
 def main() -> int:
@@ -33,15 +34,13 @@ def main() -> int:
     args = ap.parse_args()
     seg = OnnxSegmenter(args.model)
     src = heldout_source(777)
-    weights = np.asarray(src.level_weights, float)
     fp, fn = Counter(), Counter()
     totals = Counter()
     n, index = 0, 0
     while n < args.cases and index < 50 * args.cases:
-        rng = np.random.default_rng([src.seed, src.stream, index])  # as train.data.draw_slice draws it
-        level = str(src.levels[int(rng.choice(len(src.levels), p=weights / weights.sum()))])
+        level, params = draw_phantom_params(src, index)
         if level == args.level:
-            s = make_slice(random_params(rng), level=level)  # the slice draw_slice(src, index) makes
+            s = make_slice(params, level=level)  # the slice draw_slice(src, index) makes
             structures = np.asarray(s.structures)
             hu, labels = np.asarray(s.hu, dtype=np.float32), np.asarray(s.labels)
             spacing = tuple(float(v) for v in np.broadcast_to(s.pixel_spacing_mm, (2,)))

@@ -103,7 +103,8 @@ def analyze(
     timings["measure"] = time.perf_counter() - t0
 
     info = SegmenterInfo(
-        name=str(segmenter.name), version=str(segmenter.version), sha256=segmenter.sha256
+        name=str(segmenter.name), version=str(segmenter.version), sha256=segmenter.sha256,
+        post_steps=tuple(str(s) for s in getattr(segmenter, "post_steps", ())),
     )
     for note in warnings:
         log.info("%s", note)  # also in result.warnings, which the CLI prints

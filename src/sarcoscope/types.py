@@ -350,6 +350,9 @@ class SegmenterInfo:
     name: str
     version: str
     sha256: str | None = None
+    #: Steps applied after the network, in words (the same model file labels differently
+    #: without them); empty for segmenters that declare none.
+    post_steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

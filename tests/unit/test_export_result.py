@@ -51,6 +51,19 @@ def test_result_json_has_the_documented_fields(tmp_path):
     assert set(doc["timings_s"]) == {"read", "locate", "segment", "measure", "write"}
 
 
+def test_segmenter_post_steps_reach_the_result_json(tmp_path):
+    """A segmenter that declares steps after its network (the ONNX model's island check) has
+    them recorded: the same model file labels differently without them."""
+
+    class WithSteps(LookupSegmenter):
+        post_steps = ("trunk only", "stray muscle islands counted as visceral")
+
+    vol, _ = make_volume(5)
+    result = analyze(vol, AnalysisSettings(slices="2"), segmenter=WithSteps())
+    doc = json.loads(write_result_json(result, tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert doc["segmenter"]["post_steps"] == ["trunk only", "stray muscle islands counted as visceral"]
+
+
 def test_absent_tissue_is_null_not_zero(tmp_path):
     vol, labels = make_volume(3)
     hu = vol.hu.copy()

@@ -28,6 +28,11 @@ def test_default_path_is_the_repo_model(shipped: OnnxSegmenter) -> None:
     assert shipped.card is not None and shipped.name == card["name"] and shipped.version == card["version"]
 
 
+def test_post_steps_name_the_island_check(shipped: OnnxSegmenter) -> None:
+    assert any("stray muscle islands" in s for s in shipped.post_steps)
+    assert not any("stray" in s for s in OnnxSegmenter(MODEL, island_rule=None).post_steps)
+
+
 def test_phantom_l3_slice_agrees_with_truth(shipped: OnnxSegmenter) -> None:
     from sarcoscope.phantom import make_slice, random_params
 

@@ -213,6 +213,7 @@ def result_to_dict(
             "name": result.segmenter.name,
             "version": result.segmenter.version,
             "sha256": result.segmenter.sha256,
+            **({"post_steps": list(result.segmenter.post_steps)} if result.segmenter.post_steps else {}),
         },
         "timings_s": timings,
         "warnings": list(result.warnings),

@@ -49,6 +49,8 @@ from scipy import ndimage as ndi
 
 import sarcoscope
 from sarcoscope.segment.body import crop_box as _crop_box
+from sarcoscope.segment.body import drop_small as _drop_small
+from sarcoscope.segment.body import gaussian_mm as _gauss
 from sarcoscope.segment.body import distance_mm as _edt
 from sarcoscope.segment.body import fill_holes as _fill_holes
 from sarcoscope.segment.body import largest_component as _largest
@@ -137,10 +139,6 @@ def body_mask(hu: np.ndarray, spacing: tuple[float, float], p: BaselineParams) -
     return trunk_mask(hu, spacing, p.body_hu, p.body_open_mm)
 
 
-def _gauss(hu: np.ndarray, sigma_mm: float, sp: tuple[float, float]) -> np.ndarray:
-    return ndi.gaussian_filter(hu, sigma=(sigma_mm / sp[0], sigma_mm / sp[1]), truncate=3.0)
-
-
 def _smooth_to_noise(hu: np.ndarray, ref: np.ndarray, target_hu: float, min_mm: float,
                      max_mm: float, sp: tuple[float, float]) -> tuple[np.ndarray, float]:
     """Smooth until the spread in the fat reference pixels falls to ``target_hu``.
@@ -224,16 +222,6 @@ class BaselineDebug:
     spine_zone: np.ndarray
     vertebra: np.ndarray | None
     centre_rc: tuple[float, float]
-
-
-def _drop_small(mask: np.ndarray, min_mm2: float, sp: tuple[float, float]) -> np.ndarray:
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel()) * sp[0] * sp[1]
-    keep = sizes >= min_mm2
-    keep[0] = False
-    return keep[lab]
 
 
 def _fill_small_holes(mask: np.ndarray, max_mm2: float, sp: tuple[float, float]) -> np.ndarray:

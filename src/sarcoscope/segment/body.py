@@ -31,6 +31,22 @@ def distance_mm(mask: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     return ndi.distance_transform_edt(mask, sampling=spacing)
 
 
+def gaussian_mm(image: np.ndarray, sigma_mm: float, spacing: tuple[float, float]) -> np.ndarray:
+    """Gaussian smoothing with a width in millimetres (per-axis pixels from the spacing)."""
+    return ndi.gaussian_filter(image, sigma=(sigma_mm / spacing[0], sigma_mm / spacing[1]), truncate=3.0)
+
+
+def drop_small(mask: np.ndarray, min_mm2: float, spacing: tuple[float, float]) -> np.ndarray:
+    """The 4-connected parts of ``mask`` of at least ``min_mm2``."""
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel()) * spacing[0] * spacing[1]
+    keep = sizes >= min_mm2
+    keep[0] = False
+    return keep[lab]
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     lab, n = ndi.label(mask)
     if n <= 1:

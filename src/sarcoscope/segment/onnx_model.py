@@ -396,6 +396,19 @@ class OnnxSegmenter:
         self.version = props.get("version", "unknown")
         self.card = self._read_card()
 
+    @property
+    def post_steps(self) -> tuple[str, ...]:
+        """What runs after the network, in words, for the result record (``SegmenterInfo``)."""
+        steps = ["Alberta HU gating", "trunk only"]
+        if self.island_rule is not None:
+            r = self.island_rule
+            steps.append(
+                f"stray muscle islands < {r.max_island_cm2:g} cm² more than {r.anchor_mm:g} mm from bone, "
+                f"subcutaneous fat, gas and the body's edge and {r.muscle_anchor_mm:g} mm from anchored "
+                "muscle counted as visceral"
+            )
+        return tuple(steps)
+
     def _read_card(self) -> dict | None:
         card_path = self.path.with_suffix(".json")
         if not card_path.is_file():

@@ -22,6 +22,7 @@ import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from sarcoscope.segment.onnx_model import (
     resample_taps,
 )
 from sarcoscope.tissues import AIR_HU
+
+if TYPE_CHECKING:
+    from sarcoscope.phantom import PhantomParams
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +76,26 @@ class DrawnSlice:
     level: str
 
 
-def draw_slice(source: SliceSource, index: int) -> DrawnSlice:
-    """Generate slice ``index`` of a stream (a pure function of seed, stream and index)."""
+def _level_draw(source: SliceSource, index: int) -> tuple[np.random.Generator, str]:
+    """The generator of slice ``index`` and its level (the first draw from it)."""
     rng = np.random.default_rng([source.seed, source.stream, index])
     p = np.asarray(source.level_weights, dtype=float)
-    level = str(source.levels[int(rng.choice(len(source.levels), p=p / p.sum()))])
+    return rng, str(source.levels[int(rng.choice(len(source.levels), p=p / p.sum()))])
+
+
+def draw_phantom_params(source: SliceSource, index: int) -> tuple[str, PhantomParams]:
+    """Level and body parameters of phantom slice ``index``, without rendering it (cheap)."""
+    if source.generator != "phantom":
+        raise ValueError(f"draw_phantom_params needs a phantom stream, got {source.generator!r}")
+    from sarcoscope.phantom import random_params
+
+    rng, level = _level_draw(source, index)
+    return level, random_params(rng)
+
+
+def draw_slice(source: SliceSource, index: int) -> DrawnSlice:
+    """Generate slice ``index`` of a stream (a pure function of seed, stream and index)."""
+    rng, level = _level_draw(source, index)
     if source.generator == "toy":
         from sarcoscope.train.toy import toy_slice
 
