@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.segment.body import trunk_mask
-from sarcoscope.segment.islands import ENVELOPE, reassign_stray_muscle
+from sarcoscope.segment.islands import ENVELOPE, IslandRule, reassign_stray_muscle
 from sarcoscope.segment.onnx_model import OnnxSegmenter, logits_to_compartments
 from sarcoscope.tissues import Tissue
 from sarcoscope.train.assess import heldout_source
@@ -30,7 +30,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=777, help="stream seed (777: the held-out test set)")
     ap.add_argument("--cases", type=int, default=500)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--max-island-cm2", type=float, default=IslandRule.max_island_cm2)
     args = ap.parse_args()
+    rule = IslandRule(max_island_cm2=args.max_island_cm2)
     seg = OnnxSegmenter(args.model, island_rule=None)
     source = heldout_source(args.seed)
     islands, moved_cm2, true_muscle_cm2 = 0, 0.0, 0.0
@@ -43,11 +45,11 @@ def main() -> int:
         compartments = logits_to_compartments(*result, seg.spec)
         trunk = trunk_mask(s.hu, s.pixel_spacing_mm, seg.spec.body_hu)
         compartments[~trunk] = 0
-        checked, n = reassign_stray_muscle(compartments, s.hu, s.pixel_spacing_mm, trunk)
-        if n == 0:
+        checked, n = reassign_stray_muscle(compartments, s.hu, s.pixel_spacing_mm, trunk, rule)
+        moved = (compartments == ENVELOPE) & (checked != ENVELOPE)
+        if not moved.any():
             continue
         px_cm2 = s.pixel_spacing_mm[0] * s.pixel_spacing_mm[1] / 100.0
-        moved = (compartments == ENVELOPE) & (checked != ENVELOPE)
         lost = moved & (s.labels == Tissue.MUSCLE)
         islands += n
         moved_cm2 += float(moved.sum()) * px_cm2

@@ -90,20 +90,26 @@ def test_soft_vertebra_anchors_psoas() -> None:
 
 def test_large_island_is_never_moved() -> None:
     hu, comp, trunk = _abdomen()
-    blob = _disc((120, 140), 13)  # 5.3 cm² > max_island_cm2
+    blob = _disc((120, 140), 13)  # 5.3 cm², above the max_island_cm2 set here
     comp[blob] = ENVELOPE
     out, moved = reassign_stray_muscle(comp, hu, SP, trunk, IslandRule(max_island_cm2=4.0))
     assert moved == 0 and (out[blob] == ENVELOPE).all()
 
 
-def test_mid_sized_region_anchors_its_neighbour() -> None:
-    """A 6 cm² muscle (too large to check) keeps a speck 6 mm beside it."""
+def test_region_too_large_to_check_anchors_its_neighbour() -> None:
+    """A 9 cm² muscle (above max_island_cm2, so never checked) keeps a speck 6 mm beside it,
+    and a 6 cm² blob deep in the abdomen is checked and moved."""
     hu, comp, trunk = _abdomen(wall=False)
-    comp[_disc((120, 110), 14)] = ENVELOPE  # 6.2 cm²
-    speck = _disc((120, 133), 3)
+    comp[_disc((120, 110), 17)] = ENVELOPE  # 9.1 cm²
+    speck = _disc((120, 136), 3)
     comp[speck] = ENVELOPE
     out, moved = _moved(comp, hu, trunk)
     assert moved == 0 and (out[speck] == ENVELOPE).all()
+    hu, comp, trunk = _abdomen(wall=False)
+    blob = _disc((120, 110), 14)  # 6.2 cm², 40 mm from everything
+    comp[blob] = ENVELOPE
+    out, moved = _moved(comp, hu, trunk)
+    assert moved == 1 and (out[blob] == VISCERAL).all()
 
 
 @pytest.mark.parametrize("spacing, expected", [((1.0, 1.0), 1), ((0.5, 0.5), 0), ((1.0, 0.5), 1), ((0.5, 1.0), 0)])
