@@ -12,7 +12,9 @@ class Segmenter(Protocol):
     """Turns one display-oriented axial slice in HU into a uint8 label map (0..4).
 
     ``name`` and ``version`` go into every result; ``sha256`` is the model file's hash
-    (``None`` for the rule-based baseline, whose version is the package version).
+    (``None`` for the rule-based baseline, whose version is the package version). A segmenter
+    may also expose ``post_steps`` (tuple of str: what runs after its network), which the
+    result records too (``types.SegmenterInfo``).
     """
 
     name: str
