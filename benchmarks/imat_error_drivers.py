@@ -1,4 +1,4 @@
-"""Which held-out phantom slices carry the model's IMAT area error (pixel size, kernel, level, IMAT area).
+"""Which held-out phantom slices carry the model's IMAT area error (pixel size, kernel, noise, level, IMAT area).
 
 Reads the per-case CSV that ``sarcoscope evaluate --synthetic N`` wrote and redraws each
 case's phantom parameters (``train.data.draw_phantom_params``: cheap, no slice is rendered),

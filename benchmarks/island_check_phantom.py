@@ -6,6 +6,7 @@ moved: level, area, and how much of it was true muscle in the phantom's labels. 
 numbers (docs/model-card.md, step 6 and the held-out section):
 
     .venv/bin/python benchmarks/island_check_phantom.py --seed 4242 --cases 500   # development
+    .venv/bin/python benchmarks/island_check_phantom.py --seed 11 --cases 500     # development
     .venv/bin/python benchmarks/island_check_phantom.py --seed 777 --cases 500    # held-out
 """
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-
-import numpy as np
 
 from sarcoscope.segment.body import trunk_mask
 from sarcoscope.segment.islands import ENVELOPE, IslandRule, reassign_stray_muscle

@@ -65,6 +65,8 @@ def island_check_report(real_ct: Path, out: Path, model: Path | None) -> int:
     from sarcoscope.segment.onnx_model import OnnxSegmenter
 
     with_check, without = OnnxSegmenter(model), OnnxSegmenter(model, island_rule=None)
+    for old in out.glob("*_island_check.png"):  # only this run's changed slices stay
+        old.unlink()
     for name, rel in CASES.items():
         volume = read_ct(real_ct / rel)
         sp = volume.pixel_spacing_mm

@@ -125,11 +125,11 @@ def test_pixel_spacing_is_honoured(spacing: tuple[float, float], expected: int) 
 
 def test_a_split_muscle_anchors_its_pieces_link_by_link() -> None:
     """Three pieces in a chain running *up* from bone below them (against the label order),
-    8 mm gaps: the first lies by bone, the last 30 mm from it; all stay muscle. Without the
-    first piece the other two are moved."""
+    6 px apart: the first 7 px from the bone, the others 17 and 27 px (more than 15 mm); all
+    stay muscle. Without the first piece the other two are moved."""
     hu, comp, trunk = _abdomen(wall=False)
     hu[_disc((165, 120), 6)] = 400.0  # bone, upper edge at row 159
-    pieces = [_disc((r, 120), 2) for r in (150, 140, 130)]  # edges 5 / 15 / 25 rows above the bone
+    pieces = [_disc((r, 120), 2) for r in (150, 140, 130)]  # lower edges 7 / 17 / 27 rows above the bone
     for piece in pieces:
         comp[piece] = ENVELOPE
     out, moved = _moved(comp, hu, trunk)
@@ -166,4 +166,7 @@ def test_real_renal_sinus_is_not_muscle() -> None:
     hu = vol.slice_hu(0)
     labels = OnnxSegmenter(model).segment(hu, vol.pixel_spacing_mm)
     assert not (labels[310:336, 315:343] == 1).any()
+    # the network alone does label the speck (else this test would show nothing)
+    alone = OnnxSegmenter(model, island_rule=None).segment(hu, vol.pixel_spacing_mm)
+    assert (alone[310:336, 315:343] == 1).sum() > 20
     assert (labels[300:346, 200:241] == 1).sum() * vol.pixel_spacing_mm[0] * vol.pixel_spacing_mm[1] / 100 > 1.0

@@ -53,7 +53,6 @@ from sarcoscope.segment.body import drop_small as _drop_small
 from sarcoscope.segment.body import gaussian_mm as _gauss
 from sarcoscope.segment.body import distance_mm as _edt
 from sarcoscope.segment.body import fill_holes as _fill_holes
-from sarcoscope.segment.body import largest_component as _largest
 from sarcoscope.segment.body import trunk_mask
 from sarcoscope.segment.vertebra import VERTEBRA_MIN_MM2, find_vertebra
 from sarcoscope.tissues import AIR_HU, FAT_HU, MUSCLE_HU, Tissue

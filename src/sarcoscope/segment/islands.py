@@ -42,10 +42,11 @@ class IslandRule:
     max_island_cm2:
         Only islands smaller than this are checked; larger regions stay muscle and anchor
         their neighbours. 8 cm² takes in a 5 cm² organ blob seen on real CT, while a small
-        psoas or quadratus lumborum of that size lies against bone and stays.
+        psoas or quadratus lumborum of that size lies within ``anchor_mm`` of bone (or
+        ``muscle_anchor_mm`` of anchored muscle) and stays.
     anchor_mm:
-        An island within this distance of bone, the vertebra, subcutaneous fat, gas or
-        anything outside the trunk stays muscle.
+        An island within this distance of bone, the vertebra, subcutaneous fat, gas,
+        anything outside the trunk or the image border where the body is cut off stays muscle.
     muscle_anchor_mm:
         An island within this distance of anchored muscle stays muscle — a region too large
         to be checked, or an island anchored itself (a muscle the network split into pieces).
@@ -104,7 +105,7 @@ def reassign_stray_muscle(
         return compartments, 0
     sp = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
     px_cm2 = sp[0] * sp[1] / 100.0
-    reach = int(np.ceil(rule.anchor_mm / min(sp))) + 1
+    reach = int(np.ceil(max(rule.anchor_mm, rule.muscle_anchor_mm) / min(sp))) + 1
     box = crop_box(trunk | envelope, reach + 1)
     lab, n = ndi.label(envelope[box], structure=_EIGHT)
     sizes_cm2 = np.bincount(lab.ravel(), minlength=n + 1) * px_cm2

@@ -20,8 +20,9 @@ How a slice is labelled:
 5. Only the trunk is measured (``segment.body.trunk_mask``): arms beside the abdomen, the
    table and blankets are cut off by the same rule the baseline uses, because a network
    trained on synthetic arms still calls real arm muscle "muscle" now and then.
-6. Small muscle islands far from bone, subcutaneous fat and larger muscle are organ tissue
-   the network mistook (``segment.islands``): they go to the visceral compartment.
+6. Small muscle islands far from bone, subcutaneous fat, gas, the body's edge and anchored
+   muscle are organ tissue the network mistook (``segment.islands``): they go to the
+   visceral compartment.
 
 The grid and window settings travel inside the ONNX file (metadata key ``sarcoscope``), so a
 fine-tuned model is self-describing. ``models/<name>.json`` beside the file is the model card.
