@@ -50,30 +50,18 @@ def _time(fn, repeats: int) -> list[float]:
     return out
 
 
-def _compartments(seg, hu: np.ndarray, spacing: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """The model's compartments cut to the trunk, before the island check, and the trunk."""
-    from sarcoscope.segment.body import trunk_mask
-    from sarcoscope.segment.onnx_model import logits_to_compartments
-
-    logits, ctx = seg.logits(hu, spacing)
-    compartments = logits_to_compartments(logits, ctx, seg.spec)
-    trunk = trunk_mask(hu, spacing, seg.spec.body_hu)
-    compartments[~trunk] = 0
-    return compartments, trunk
-
-
 def _time_island_check(seg, hu: np.ndarray, spacing: tuple[float, float], repeats: int) -> list[float]:
     """The island check alone (``segment.islands``) on this slice's compartments."""
     from sarcoscope.segment.islands import reassign_stray_muscle
 
-    compartments, trunk = _compartments(seg, hu, spacing)
+    compartments, trunk = seg.trunk_compartments(hu, spacing)
     return _time(lambda: reassign_stray_muscle(compartments, hu, spacing, trunk), 2 * repeats)
 
 
 def _without_island_check(seg, hu: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     from sarcoscope.segment.onnx_model import tissues_from_compartments
 
-    compartments, _ = _compartments(seg, hu, spacing)
+    compartments, _ = seg.trunk_compartments(hu, spacing)
     return tissues_from_compartments(compartments, np.asarray(hu, dtype=np.float32))
 
 

@@ -16,9 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
-from sarcoscope.segment.body import trunk_mask
 from sarcoscope.segment.islands import ENVELOPE, IslandRule, reassign_stray_muscle
-from sarcoscope.segment.onnx_model import OnnxSegmenter, logits_to_compartments
+from sarcoscope.segment.onnx_model import OnnxSegmenter
 from sarcoscope.tissues import Tissue
 from sarcoscope.train.assess import heldout_source
 from sarcoscope.train.data import draw_slice
@@ -38,12 +37,10 @@ def main() -> int:
     t0 = time.perf_counter()
     for i in range(args.cases):
         s = draw_slice(source, i)
-        result = seg.logits(s.hu, s.pixel_spacing_mm)
+        result = seg.trunk_compartments(s.hu, s.pixel_spacing_mm)
         if result is None:
             continue
-        compartments = logits_to_compartments(*result, seg.spec)
-        trunk = trunk_mask(s.hu, s.pixel_spacing_mm, seg.spec.body_hu)
-        compartments[~trunk] = 0
+        compartments, trunk = result
         checked, n = reassign_stray_muscle(compartments, s.hu, s.pixel_spacing_mm, trunk, rule)
         moved = (compartments == ENVELOPE) & (checked != ENVELOPE)
         if not moved.any():

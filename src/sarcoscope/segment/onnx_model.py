@@ -438,18 +438,28 @@ class OnnxSegmenter:
         (out,) = self._session.run(None, {self._input_name: x})
         return out[0], ctx
 
+    def trunk_compartments(
+        self, hu: np.ndarray, pixel_spacing_mm: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Compartments (0..3) on the original pixels cut to the trunk, before the island check,
+        and the trunk mask; None for an empty slice."""
+        result = self.logits(hu, pixel_spacing_mm)
+        if result is None:
+            return None
+        compartments = logits_to_compartments(*result, self.spec)
+        # the trunk only: arms beside the abdomen look like trunk muscle and fat to the network
+        trunk = trunk_mask(np.asarray(hu, dtype=np.float32), pixel_spacing_mm, self.spec.body_hu)
+        compartments[~trunk] = 0
+        return compartments, trunk
+
     def segment(self, hu: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> np.ndarray:
         """Label one display-oriented slice: uint8 (rows, columns), 0 background .. 4 SAT."""
-        result = self.logits(hu, pixel_spacing_mm)
+        result = self.trunk_compartments(hu, pixel_spacing_mm)
         if result is None:
             logger.warning("slice has no pixel above %s HU: no body to segment, all background", self.spec.body_hu)
             return np.zeros(np.asarray(hu).shape, dtype=np.uint8)
-        out, ctx = result
-        compartments = logits_to_compartments(out, ctx, self.spec)
+        compartments, trunk = result
         arr = np.asarray(hu, dtype=np.float32)
-        # the trunk only: arms beside the abdomen look like trunk muscle and fat to the network
-        trunk = trunk_mask(arr, pixel_spacing_mm, self.spec.body_hu)
-        compartments[~trunk] = 0
         if self.island_rule is not None:
             compartments, _ = reassign_stray_muscle(compartments, arr, pixel_spacing_mm, trunk, self.island_rule)
         return tissues_from_compartments(compartments, arr)
