@@ -43,3 +43,19 @@ def test_evaluate_synthetic_baseline_writes_report(tmp_path: Path, capsys: pytes
     for name in ("cases_baseline.csv", "summary_baseline.json", "bland_altman_baseline.png", "summary.md"):
         assert (out / name).is_file(), name
     assert "| baseline | muscle |" in capsys.readouterr().out
+    assert '"seed": 777' in (out / "summary.md").read_text()
+
+
+def test_evaluate_synthetic_on_a_development_seed(tmp_path: Path) -> None:
+    """--synthetic-seed scores another phantom stream (other slices), so the test set stays unseen."""
+    import csv
+
+    runs = {}
+    for seed in ("777", "4242"):
+        out = tmp_path / seed
+        assert main(["evaluate", "--synthetic", "2", "--synthetic-seed", seed, "--segmenter", "baseline",
+                     "--out", str(out)]) == 0
+        assert f'"seed": {seed}' in (out / "summary.md").read_text()
+        with (out / "cases_baseline.csv").open() as fh:
+            runs[seed] = list(csv.reader(fh))
+    assert runs["777"] != runs["4242"]

@@ -109,6 +109,11 @@ def evaluate_command(
     synthetic: int = typer.Option(
         0, "--synthetic", help="Instead of --images: the first N slices of the held-out phantom test set."
     ),
+    synthetic_seed: int = typer.Option(
+        None, "--synthetic-seed",
+        help="Phantom stream seed for --synthetic (default: the held-out test set's, as the model card reports). "
+        "Make development choices on another seed, so the test set stays unseen.",
+    ),
     label_map: str = typer.Option(
         None, "--label-map",
         help="Reference value (label map, .tag) or segment number (DICOM SEG) to our label (1 muscle, 2 IMAT, "
@@ -124,7 +129,10 @@ def evaluate_command(
     if synthetic:
         if images or references:
             raise ConfigError("use either --synthetic N or --images/--references, not both")
-        summaries = evaluate_synthetic(make_segmenters(choices, model), synthetic, out)
+        from sarcoscope.train.data import TEST_SEED
+
+        seed = TEST_SEED if synthetic_seed is None else synthetic_seed
+        summaries = evaluate_synthetic(make_segmenters(choices, model), synthetic, out, seed=seed)
     else:
         if not images or not references or len(images) != len(references):
             raise ConfigError(
