@@ -86,14 +86,8 @@ def augment_batch(
     cfg: AugmentConfig,
     g: torch.Generator,
     device: torch.device | str = "cpu",
-    soft: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch of canvases (B, S, S) into network input (B, C, crop, crop) and labels.
-
-    Labels are (B, crop, crop) int64 compartments, or with ``soft`` (the cached uint8
-    fractions of compartments 1..3, (B, 3, S, S)) the fractions of all four compartments,
-    (B, 4, crop, crop) float, moved by the same warp with bilinear sampling so they keep
-    their sub-pixel edges.
 
     ``g`` (a CPU generator) is the only source of randomness, so a seeded run is reproducible.
     The small random parameters are drawn from it on the CPU; the image work runs on
@@ -132,14 +126,7 @@ def augment_batch(
         field = F.interpolate(coarse, size=(crop, crop), mode="bicubic", align_corners=True)
         grid = grid + field.to(dev).permute(0, 2, 3, 1)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + AIR_HU
-    if soft is None:
-        y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    else:
-        frac = torch.from_numpy(np.asarray(soft, dtype=np.float32)).to(dev) / 255.0
-        frac = F.grid_sample(frac, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        none = (1.0 - frac.sum(dim=1, keepdim=True)).clamp(min=0.0)
-        y = torch.cat([none, frac], dim=1)
-        y = y / y.sum(dim=1, keepdim=True).clamp(min=1e-6)
+    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
     # --- acquisition
     if cfg.lowres_p > 0:
@@ -184,4 +171,4 @@ def augment_batch(
             torch.ones(b),
         )
         chans = ((chans + 1) / 2).clamp(min=0) ** gam.to(dev)[:, None, None, None] * 2 - 1
-    return chans.contiguous(), (y[:, 0].long() if soft is None else y.contiguous())
+    return chans.contiguous(), y[:, 0].long()

@@ -30,7 +30,6 @@ class DataConfig:
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 3.0, 1.0, 1.0)
     cache_dir: str = "runs/cache"
     workers: int = 2  # generator processes; 0 = one per CPU
-    targets: str = "hard"  # "hard": majority compartment per model pixel; "soft": its fractions too
 
 
 @dataclass(frozen=True)
@@ -186,8 +185,6 @@ def _validate(cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path} [data] generator '{d.generator}' unknown; use 'phantom' or 'toy'")
     if len(d.levels) != len(d.level_weights) or not d.levels:
         raise ConfigError(f"{path} [data] levels and level_weights must be non-empty and of equal length")
-    if d.targets not in ("hard", "soft"):
-        raise ConfigError(f"{path} [data] targets '{d.targets}' unknown; use 'hard' or 'soft'")
     if d.workers < 0:
         raise ConfigError(f"{path} [data] workers must be >= 0 (0 = one per CPU)")
     if d.n_train < 1 or d.n_val < 1:

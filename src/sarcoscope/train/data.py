@@ -10,12 +10,7 @@ array. The training target is the *compartment* map (see ``segment.onnx_model``)
 1 muscle envelope, 2 visceral fat, 3 subcutaneous fat — for the phantom taken from its
 structure map, so it is free of the pixel noise that the HU-gated tissue labels carry.
 Targets are resampled as one-hot maps with the same antialiased kernel and the majority
-class kept, so thin muscles are not lost to nearest-neighbour sampling. With soft targets
-(``data.targets = "soft"``) the resampled fractions themselves are kept too (uint8, 255 =
-the whole model pixel): a model pixel that a fascia crosses at a third is a third envelope,
-so the network learns where between its pixels a boundary lies. Hard targets only say which
-side holds the majority, which places edges to about half a model pixel (0.75 mm at 1.5 mm),
-one or two pixels of a finely sampled scan: that rim decides most of the IMAT area error.
+class kept, so thin muscles are not lost to nearest-neighbour sampling.
 """
 
 from __future__ import annotations
@@ -126,24 +121,11 @@ def to_canvas(
     hu: np.ndarray, target: np.ndarray, spacing: tuple[float, float], spec: GridSpec, canvas: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample a slice's body box to the model grid, centred on a canvas (int16 HU, uint8 target)."""
-    c_hu, c_lab, _ = to_canvas_soft(hu, target, spacing, spec, canvas)
-    return c_hu, c_lab
-
-
-def to_canvas_soft(
-    hu: np.ndarray, target: np.ndarray, spacing: tuple[float, float], spec: GridSpec, canvas: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``to_canvas`` plus the compartment fractions of each model pixel.
-
-    The fractions are uint8 ``(N_COMPARTMENTS - 1, canvas, canvas)`` for compartments 1..3
-    (255 = the whole pixel; "none" is the rest), resampled with the same kernel as the HU.
-    """
     out_hu = np.full((canvas, canvas), AIR_HU, dtype=np.int16)
     out_lab = np.zeros((canvas, canvas), dtype=np.uint8)
-    out_frac = np.zeros((N_COMPARTMENTS - 1, canvas, canvas), dtype=np.uint8)
     box = body_box(hu, spacing, spec)
     if box is None:
-        return out_hu, out_lab, out_frac
+        return out_hu, out_lab
     r0, r1, c0, c1 = box
     n_r = max(1, int(np.ceil((r1 - r0) * spacing[0] / spec.spacing_mm)))
     n_c = max(1, int(np.ceil((c1 - c0) * spacing[1] / spec.spacing_mm)))
@@ -152,8 +134,7 @@ def to_canvas_soft(
     g_hu = resample_2d(hu[r0:r1, c0:c1], m_r, m_c)
     lab = target[r0:r1, c0:c1]
     onehot = np.stack([lab == k for k in range(N_COMPARTMENTS)]).astype(np.float32)
-    fractions = resample_2d(onehot, m_r, m_c)
-    g_lab = argmax_channels(fractions)
+    g_lab = argmax_channels(resample_2d(onehot, m_r, m_c))
     # centre on the canvas; crop the middle when the body is larger than the canvas
     src_r0 = max(0, (n_r - canvas) // 2)
     src_c0 = max(0, (n_c - canvas) // 2)
@@ -163,19 +144,14 @@ def to_canvas_soft(
         np.round(g_hu[src_r0 : src_r0 + h, src_c0 : src_c0 + w]), -32768, 32767
     ).astype(np.int16)
     out_lab[dst_r0 : dst_r0 + h, dst_c0 : dst_c0 + w] = g_lab[src_r0 : src_r0 + h, src_c0 : src_c0 + w]
-    out_frac[:, dst_r0 : dst_r0 + h, dst_c0 : dst_c0 + w] = np.rint(
-        np.clip(fractions[1:, src_r0 : src_r0 + h, src_c0 : src_c0 + w], 0.0, 1.0) * 255
-    ).astype(np.uint8)
-    return out_hu, out_lab, out_frac
+    return out_hu, out_lab
 
 
-def _canvas_job(
-    args: tuple[SliceSource, int, GridSpec, int]
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, str]:
+def _canvas_job(args: tuple[SliceSource, int, GridSpec, int]) -> tuple[int, np.ndarray, np.ndarray, str]:
     source, index, spec, canvas = args
     s = draw_slice(source, index)
-    c_hu, c_lab, c_frac = to_canvas_soft(s.hu, s.compartments, s.pixel_spacing_mm, spec, canvas)
-    return index, c_hu, c_lab, c_frac, s.level
+    c_hu, c_lab = to_canvas(s.hu, s.compartments, s.pixel_spacing_mm, spec, canvas)
+    return index, c_hu, c_lab, s.level
 
 
 def generator_fingerprint(generator: str) -> str:
@@ -198,32 +174,25 @@ def generator_fingerprint(generator: str) -> str:
 
 @dataclass(frozen=True)
 class CachedSet:
-    """A cached split: memory-mapped int16 HU and uint8 compartment targets, (n, canvas, canvas).
-
-    ``soft`` (soft targets only): uint8 fractions of compartments 1..3, (n, 3, canvas, canvas).
-    """
+    """A cached split: memory-mapped int16 HU and uint8 compartment targets, (n, canvas, canvas)."""
 
     hu: np.ndarray
     labels: np.ndarray
     levels: tuple[str, ...]
     path: Path
     generator_fingerprint: str = ""
-    soft: np.ndarray | None = None
 
 
 def build_cache(
-    source: SliceSource, n: int, spec: GridSpec, canvas: int, cache_dir: Path, workers: int = 1,
-    *, soft: bool = False,
+    source: SliceSource, n: int, spec: GridSpec, canvas: int, cache_dir: Path, workers: int = 1
 ) -> CachedSet:
-    """Generate (or reuse) ``n`` canvases of a stream under ``cache_dir``; spawn-safe workers.
-
-    ``soft`` also keeps each model pixel's compartment fractions (``CachedSet.soft``).
-    """
-    parts = [CACHE_FORMAT, source.generator, source.seed, source.stream, list(source.levels),
+    """Generate (or reuse) ``n`` canvases of a stream under ``cache_dir``; spawn-safe workers."""
+    key = hashlib.sha256(
+        json.dumps(
+            [CACHE_FORMAT, source.generator, source.seed, source.stream, list(source.levels),
              list(source.level_weights), n, canvas, spec.to_json()]
-    if soft:
-        parts.append("soft")  # a hard cache keeps its old key
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+        ).encode()
+    ).hexdigest()[:16]
     folder = Path(cache_dir) / f"{source.generator}-s{source.seed}-st{source.stream}-n{n}-{key}"
     done = folder / "meta.json"
     fingerprint = generator_fingerprint(source.generator)
@@ -240,43 +209,34 @@ def build_cache(
         return CachedSet(
             np.load(folder / "hu.npy", mmap_mode="r"), np.load(folder / "labels.npy", mmap_mode="r"),
             tuple(meta["levels"]), folder, meta.get("generator_fingerprint", ""),
-            np.load(folder / "soft.npy", mmap_mode="r") if soft else None,
         )
     folder.mkdir(parents=True, exist_ok=True)
     hu = np.lib.format.open_memmap(folder / "hu.npy", mode="w+", dtype=np.int16, shape=(n, canvas, canvas))
     lab = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, canvas, canvas))
-    frac = (np.lib.format.open_memmap(folder / "soft.npy", mode="w+", dtype=np.uint8,
-                                      shape=(n, N_COMPARTMENTS - 1, canvas, canvas)) if soft else None)
     levels = [""] * n
     jobs = [(source, i, spec, canvas) for i in range(n)]
     t0 = time.perf_counter()
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
             results = pool.imap_unordered(_canvas_job, jobs, chunksize=4)
-            for k, (i, c_hu, c_lab, c_frac, level) in enumerate(results):
+            for k, (i, c_hu, c_lab, level) in enumerate(results):
                 hu[i], lab[i], levels[i] = c_hu, c_lab, level
-                if frac is not None:
-                    frac[i] = c_frac
                 if (k + 1) % 200 == 0:
                     logger.info("generated %d/%d slices (%.0f s)", k + 1, n, time.perf_counter() - t0)
     else:
         for k, job in enumerate(jobs):
-            i, c_hu, c_lab, c_frac, level = _canvas_job(job)
+            i, c_hu, c_lab, level = _canvas_job(job)
             hu[i], lab[i], levels[i] = c_hu, c_lab, level
-            if frac is not None:
-                frac[i] = c_frac
             if (k + 1) % 200 == 0:
                 logger.info("generated %d/%d slices (%.0f s)", k + 1, n, time.perf_counter() - t0)
     hu.flush()
     lab.flush()
-    if frac is not None:
-        frac.flush()
-    del hu, lab, frac
+    del hu, lab
     done.write_text(json.dumps(
         {"levels": levels, "seconds": time.perf_counter() - t0, "generator_fingerprint": fingerprint}
     ))
     logger.info("cached %d slices in %s (%.0f s)", n, folder, time.perf_counter() - t0)
     return CachedSet(
         np.load(folder / "hu.npy", mmap_mode="r"), np.load(folder / "labels.npy", mmap_mode="r"), tuple(levels), folder,
-        fingerprint, np.load(folder / "soft.npy", mmap_mode="r") if soft else None,
+        fingerprint,
     )

@@ -51,43 +51,15 @@ def grid_spec(cfg: Config) -> GridSpec:
     )
 
 
-def _target_fractions(target: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(B, C, H, W) class fractions: soft targets as they are, hard labels one-hot."""
-    if target.is_floating_point():
-        return target
-    return F.one_hot(target, n_classes).permute(0, 3, 1, 2).float()
-
-
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice over the three compartments, pooled over the batch (absent classes skipped).
-
-    ``target``: (B, H, W) labels, or (B, C, H, W) fractions (soft targets).
-    """
+    """Soft Dice over the three compartments, pooled over the batch (absent classes skipped)."""
     prob = logits.softmax(dim=1)[:, 1:]
-    onehot = _target_fractions(target, logits.shape[1])[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
     inter = (prob * onehot).sum(dim=(0, 2, 3))
     denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
     present = onehot.sum(dim=(0, 2, 3)) > 0
     dice = (2 * inter + 1.0) / (denom + 1.0)
     return (1 - dice[present]).mean() if bool(present.any()) else logits.sum() * 0
-
-
-def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor, dice_weight: float
-) -> torch.Tensor:
-    """Class-weighted cross-entropy plus ``dice_weight`` × soft Dice.
-
-    With fractions as target the cross-entropy is taken against them (a pixel a fascia crosses
-    at a third pulls the envelope's probability towards a third), weighted per pixel by its
-    classes' weights exactly as ``F.cross_entropy`` weights hard labels.
-    """
-    if target.is_floating_point():
-        logp = F.log_softmax(logits, dim=1)
-        w = class_weights[None, :, None, None]
-        ce = -(w * target * logp).sum() / (w * target).sum().clamp(min=1e-6)
-    else:
-        ce = F.cross_entropy(logits, target, weight=class_weights)
-    return ce + dice_weight * dice_loss(logits, target)
 
 
 def dice_per_class(pred: np.ndarray, ref: np.ndarray, n_classes: int = 5) -> np.ndarray:
@@ -195,10 +167,9 @@ def fit(
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg, lr, steps, (time.perf_counter() - t0) / 60)
         idx = np.sort(rng.choice(n, size=cfg.train.batch_size, replace=n < cfg.train.batch_size))
-        soft = train.soft[idx] if train.soft is not None else None
-        x, y = augment_batch(train.hu[idx], train.labels[idx], cfg.train.crop, spec, cfg.augment, g, device, soft=soft)
+        x, y = augment_batch(train.hu[idx], train.labels[idx], cfg.train.crop, spec, cfg.augment, g, device)
         logits = model(x)
-        loss = segmentation_loss(logits, y, weights, cfg.train.dice_weight)
+        loss = F.cross_entropy(logits, y, weight=weights) + cfg.train.dice_weight * dice_loss(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -255,7 +226,7 @@ def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None
     t_start = time.perf_counter()
     train = build_cache(
         SliceSource(d.generator, cfg.seed, STREAM_TRAIN, d.levels, d.level_weights),
-        d.n_train, spec, d.canvas, Path(d.cache_dir), workers, soft=d.targets == "soft",
+        d.n_train, spec, d.canvas, Path(d.cache_dir), workers,
     )
     val = build_cache(
         SliceSource(d.generator, cfg.seed, STREAM_VAL, d.levels, d.level_weights),
