@@ -59,3 +59,10 @@ def test_evaluate_synthetic_on_a_development_seed(tmp_path: Path) -> None:
         with (out / "cases_baseline.csv").open() as fh:
             runs[seed] = list(csv.reader(fh))
     assert runs["777"] != runs["4242"]
+
+
+def test_synthetic_seed_without_synthetic_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["evaluate", "--synthetic-seed", "4242", "--images", str(tmp_path), "--references", str(tmp_path),
+                 "--segmenter", "baseline", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "give --synthetic too" in capsys.readouterr().err

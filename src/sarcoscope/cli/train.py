@@ -134,6 +134,8 @@ def evaluate_command(
         seed = TEST_SEED if synthetic_seed is None else synthetic_seed
         summaries = evaluate_synthetic(make_segmenters(choices, model), synthetic, out, seed=seed)
     else:
+        if synthetic_seed is not None:
+            raise ConfigError("--synthetic-seed chooses the phantom stream of --synthetic N; give --synthetic too")
         if not images or not references or len(images) != len(references):
             raise ConfigError(
                 f"give one --references per --images (got {len(images or [])} images, {len(references or [])} references)"
