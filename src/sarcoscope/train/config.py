@@ -81,7 +81,7 @@ class OptimConfig:
     val_every: int = 250
     class_weights: tuple[float, ...] = (0.5, 1.5, 1.0, 1.0)  # none, envelope, visceral, subcutaneous
     dice_weight: float = 1.0
-    freeze_bn: bool = False
+    freeze_bn: bool = False  # BatchNorm kept in inference mode; always so when training from --init
     device: str = "cpu"  # "cpu", "cuda" or "auto" (cuda when torch sees a GPU); inference is CPU either way
 
 

@@ -240,8 +240,11 @@ def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None
     else:
         torch.manual_seed(cfg.seed)
         model = UNet(len(spec.windows), N_COMPARTMENTS, cfg.model.channels)
+    # an exported file has its BatchNorm folded into the convolutions (the rebuilt BatchNorm
+    # layers are identities): batch statistics would rescale every layer, so keep them frozen
+    freeze_bn = cfg.train.freeze_bn or init is not None
     model, best_dice, steps_done, minutes = fit(
-        model, train, val, cfg, spec, run_dir, steps=cfg.train.steps, lr=cfg.train.lr, freeze_bn=cfg.train.freeze_bn
+        model, train, val, cfg, spec, run_dir, steps=cfg.train.steps, lr=cfg.train.lr, freeze_bn=freeze_bn
     )
     out_path = Path(out) if out is not None else Path(cfg.out)
     sha = export_onnx(model, spec, out_path, name=cfg.name, version=cfg.version, extra={"config_digest": cfg.digest()})
