@@ -55,7 +55,9 @@ def test_evaluate_synthetic_on_a_development_seed(tmp_path: Path) -> None:
         out = tmp_path / seed
         assert main(["evaluate", "--synthetic", "2", "--synthetic-seed", seed, "--segmenter", "baseline",
                      "--out", str(out)]) == 0
-        assert f'"seed": {seed}' in (out / "summary.md").read_text()
+        summary = (out / "summary.md").read_text()
+        assert f'"seed": {seed}' in summary
+        assert ("held-out" in summary) == (seed == "777")
         with (out / "cases_baseline.csv").open() as fh:
             runs[seed] = list(csv.reader(fh))
     assert runs["777"] != runs["4242"]

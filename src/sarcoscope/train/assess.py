@@ -78,7 +78,8 @@ def _finish(
 def evaluate_synthetic(
     segmenters: dict[str, Segmenter], n: int, out_dir: Path, seed: int = TEST_SEED
 ) -> dict[str, dict]:
-    """Score each segmenter on the first ``n`` slices of the held-out phantom test stream."""
+    """Score each segmenter on the first ``n`` slices of the held-out phantom test stream
+    (``seed`` another than ``TEST_SEED``: of a development stream)."""
     source = heldout_source(seed)
     cases: dict[str, list[CaseAgreement]] = {name: [] for name in segmenters}
     timings: dict[str, list[float]] = {name: [] for name in segmenters}
@@ -94,7 +95,8 @@ def evaluate_synthetic(
             cases[name].append(compare_case(f"{i:04d}-{s.level}", s.hu, pred, s.labels, s.pixel_spacing_mm))
         if (i + 1) % 50 == 0:
             logger.info("evaluated %d/%d slices (%.0f s)", i + 1, n, time.perf_counter() - t0)
-    meta = {"set": "phantom held-out", "seed": seed, "stream": STREAM_TEST, "n": n,
+    kind = "phantom held-out" if seed == TEST_SEED else "phantom development stream"
+    meta = {"set": kind, "seed": seed, "stream": STREAM_TEST, "n": n,
             "generator_fingerprint": generator_fingerprint("phantom"),
             "segmenters": {k: {"name": v.name, "version": v.version, "sha256": v.sha256} for k, v in segmenters.items()}}
     return _finish(cases, levels, timings, Path(out_dir), meta)
