@@ -239,11 +239,11 @@ def test_tls_echo(tmp_path: Path) -> None:
         assert main(base + ["--tls-ca", str(ca)]) == 0
         assert main(base) == 6  # plain DICOM to a TLS-only SCP: PACS error exit code
         plain = PacsNode("plain", "SARCO", "127.0.0.1", scp.port, timeout_s=3)
-        with pytest.raises(PacsError, match=r"cannot connect to PACS plain"):
+        with pytest.raises(PacsError, match=r"PACS plain .*closed the association.*TLS is on at one side only"):
             dimse.echo(plain, "ANY")
         other_ca, _, _ = _make_certs(tmp_path / "other" if (tmp_path / "other").mkdir() is None else tmp_path)
         untrusted = PacsNode("untrusted", "SARCO", "127.0.0.1", scp.port, tls=TlsSettings(ca_file=other_ca), timeout_s=3)
-        with pytest.raises(PacsError, match=r"cannot connect to PACS untrusted"):
+        with pytest.raises(PacsError, match=r"PACS untrusted .*closed the association.*certificate is not trusted"):
             dimse.echo(untrusted, "ANY")
 
 
@@ -320,3 +320,36 @@ def test_cli_option_errors_before_any_network(tmp_path: Path, capsys) -> None:
     assert "'1.2.03' is not a valid DICOM UID" in capsys.readouterr().err
     assert main(["node", "--config", str(cfg)]) == 2
     assert "needs a node to send results to" in capsys.readouterr().err
+
+
+def test_association_dropped_by_a_listening_pacs_says_register_the_ae_title() -> None:
+    """A PACS that accepts the TCP connection and then closes it unanswered (as many do to an
+    unknown calling AE title) is not reported as down; a closed port still is."""
+    import threading
+
+    from sarcoscope.pacs import dimse
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+
+    def drop_everything() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=drop_everything, daemon=True).start()
+    try:
+        node = PacsNode(name="dropper", ae_title="PACS", host="127.0.0.1", port=port, timeout_s=5)
+        with pytest.raises(PacsError, match=r"closed the association from 'NEWCOMER' without answering.*"
+                                            r"register calling AE 'NEWCOMER'"):
+            dimse.echo(node, "NEWCOMER")
+    finally:
+        server.close()
+    closed = PacsNode(name="down", ae_title="PACS", host="127.0.0.1", port=_free_port(), timeout_s=5)
+    with pytest.raises(PacsError, match=r"cannot connect to PACS down"):
+        dimse.echo(closed, "NEWCOMER")

@@ -9,6 +9,7 @@ reach the log.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -128,10 +129,30 @@ def explain_failed_association(assoc, node: PacsNode, calling_aet: str) -> PacsE
         return PacsError(
             f"PACS {node.describe()} rejected the association from {calling_aet!r}: {reason}; {hint}"
         )
+    if assoc.is_aborted and _port_answers(node):
+        # the PACS listens but dropped the association unanswered: how many PACS (and Orthanc
+        # now and then, instead of its A-ASSOCIATE-RJ) turn away a calling AE title they do not
+        # know, and what a TLS mismatch looks like from this side
+        return PacsError(
+            f"PACS {node.describe()} accepted the connection but closed the association from {calling_aet!r} "
+            f"without answering it. Usual causes: it does not know calling AE {calling_aet!r} (register calling "
+            f"AE {calling_aet!r} and our host/port at the PACS, or set [local] ae_title / --calling-aet to one it "
+            f"knows), or TLS is on at one side only or its certificate is not trusted (compare node "
+            f"{node.name!r}'s tls settings with the PACS); the PACS's log says which"
+        )
     return PacsError(
         f"cannot connect to PACS {node.describe()}: connection refused, closed or no answer within "
         f"{node.timeout_s:g} s; check that the PACS is running and the host/port are right"
     )
+
+
+def _port_answers(node: PacsNode) -> bool:
+    """Whether a plain TCP connection to the node's port succeeds (is anything listening?)."""
+    try:
+        with socket.create_connection((node.host, node.port), timeout=min(node.timeout_s, 5.0)):
+            return True
+    except OSError:
+        return False
 
 
 @contextmanager
