@@ -129,10 +129,7 @@ def evaluate_command(
     if synthetic:
         if images or references:
             raise ConfigError("use either --synthetic N or --images/--references, not both")
-        from sarcoscope.train.data import TEST_SEED
-
-        seed = TEST_SEED if synthetic_seed is None else synthetic_seed
-        summaries = evaluate_synthetic(make_segmenters(choices, model), synthetic, out, seed=seed)
+        summaries = evaluate_synthetic(make_segmenters(choices, model), synthetic, out, seed=synthetic_seed)
     else:
         if synthetic_seed is not None:
             raise ConfigError("--synthetic-seed chooses the phantom stream of --synthetic N; give --synthetic too")

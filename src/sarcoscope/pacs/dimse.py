@@ -135,10 +135,11 @@ def explain_failed_association(assoc, node: PacsNode, calling_aet: str) -> PacsE
         # know, and what a TLS mismatch looks like from this side
         return PacsError(
             f"PACS {node.describe()} accepted the connection but closed the association from {calling_aet!r} "
-            f"without answering it (or gave no answer within {node.timeout_s:g} s). Usual causes: it does not know calling AE {calling_aet!r} (register calling "
-            f"AE {calling_aet!r} and our host/port at the PACS, or set [local] ae_title / --calling-aet to one it "
-            f"knows), or TLS is on at one side only or its certificate is not trusted (compare node "
-            f"{node.name!r}'s tls settings with the PACS); the PACS's log says which"
+            f"without answering it (or gave no answer within {node.timeout_s:g} s). Usual causes: it does not "
+            f"know calling AE {calling_aet!r} (register calling AE {calling_aet!r} and our host/port at the PACS, "
+            f"or set [local] ae_title / --calling-aet to one it knows), or TLS is on at one side only or its "
+            f"certificate is not trusted (compare node {node.name!r}'s tls settings with the PACS); the PACS's "
+            "log says which"
         )
     return PacsError(
         f"cannot connect to PACS {node.describe()}: connection refused, closed or no answer within "

@@ -76,10 +76,11 @@ def _finish(
 
 
 def evaluate_synthetic(
-    segmenters: dict[str, Segmenter], n: int, out_dir: Path, seed: int = TEST_SEED
+    segmenters: dict[str, Segmenter], n: int, out_dir: Path, seed: int | None = None
 ) -> dict[str, dict]:
     """Score each segmenter on the first ``n`` slices of the held-out phantom test stream
-    (``seed`` another than ``TEST_SEED``: of a development stream)."""
+    (``seed`` None or ``TEST_SEED``), or of a development stream (any other seed)."""
+    seed = TEST_SEED if seed is None else seed
     source = heldout_source(seed)
     cases: dict[str, list[CaseAgreement]] = {name: [] for name in segmenters}
     timings: dict[str, list[float]] = {name: [] for name in segmenters}
