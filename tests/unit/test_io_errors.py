@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,51 @@ def test_bad_zip(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-40])  # cut the central directory
     with pytest.raises(InputError, match=r"x.zip"):
         read_ct(path)
+
+
+def test_truncated_zip_says_the_archive_is_damaged(tmp_path: Path) -> None:
+    # An interrupted download keeps the start of the archive (members) but loses the central
+    # directory at the end: zipfile no longer recognises it, and it used to be called "not DICOM".
+    import zipfile
+
+    paths = write_series(tmp_path / "s", n=4, rows=32, cols=32)
+    path = tmp_path / "study.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in paths:
+            zf.write(p, f"DIR/{p.name}")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 6 // 10])
+    with pytest.raises(InputError, match=r"study.zip: the zip archive is damaged or truncated.*re-download") as info:
+        read_ct(path)
+    assert "not a DICOM file" not in str(info.value)
+
+
+def test_truncated_zip_member_is_an_input_error(tmp_path: Path) -> None:
+    # A member whose compressed bytes are wrecked (central directory intact) fails inside zlib.
+    import zipfile
+
+    paths = write_series(tmp_path / "s", n=1, rows=32, cols=32)
+    path = tmp_path / "one.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(paths[0], "a.dcm")
+    data = bytearray(path.read_bytes())
+    start = 30 + len("a.dcm")  # local header + name: compressed data follows
+    data[start + 10 : start + 200] = bytes(range(190))
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"one.zip"):
+        read_ct(path)
+
+
+def test_too_few_slices_message_says_covers_once_and_ends_with_a_full_stop(tmp_path: Path, capsys) -> None:
+    # The locate message and the CLI's "The scan covers …" suffix used to double up:
+    # "…with --slices The scan covers covers 2 slice(s)".
+    from sarcoscope.cli.main import report_error
+    from sarcoscope.errors import L3NotFound
+    from sarcoscope.locate import find_l3
+
+    write_series(tmp_path, n=2, rows=32, cols=32)
+    with pytest.raises(L3NotFound) as info:
+        find_l3(read_ct(tmp_path))
+    assert report_error(info.value) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "covers covers" not in err
+    assert re.search(r"covers 2 slice\(s\) at z -?\d+ mm\. Give the slice to analyse with --slices\.$", err), err

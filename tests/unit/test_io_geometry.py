@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from sarcoscope.errors import GeometryError
+from sarcoscope.errors import GeometryError, InputError
 from sarcoscope.io import read_ct
 from sarcoscope.io.geometry import check_stack, display_mapping, is_axial, plane_name
 from sarcoscope.io.patient import RawPatient, parse_patient
@@ -126,3 +126,27 @@ def test_every_axis_aligned_dicom_orientation(tmp_path: Path, orientation, stack
     np.testing.assert_array_equal(vol.hu.astype(np.int32), expected_display_hu(vol))
     stored = vol.source_grid.to_source(vol.hu)
     assert stored.shape == (3, 6, 5)
+
+
+@pytest.mark.parametrize("degrees", [25.0, 40.0])
+def test_oblique_planes_get_the_same_verdict_from_dicom_and_nifti(tmp_path: Path, degrees: float) -> None:
+    import nibabel as nib
+
+    t = np.radians(degrees)
+    orientation = (1, 0, 0, 0, np.cos(t), np.sin(t))  # rows along x, columns leaning into z
+    write_series(tmp_path / "dcm", n=4, orientation=orientation, dz=2.0)
+    ras = np.eye(4)
+    ras[:3, 0] = [-1, 0, 0]  # LPS → RAS of the same grid
+    ras[:3, 1] = [0, -np.cos(t), np.sin(t)]
+    ras[:3, 2] = [0, np.sin(t), np.cos(t)]
+    nii = tmp_path / "obl.nii"
+    nib.save(nib.Nifti1Image(np.full((6, 6, 4), -1000, np.int16), ras), str(nii))
+    if degrees < 37:
+        for path in (tmp_path / "dcm", nii):
+            warnings = read_ct(path).series.warnings
+            assert any(f"the slices are oblique, angled {degrees:.1f}° from axial" in w for w in warnings), (path, warnings)
+    else:
+        with pytest.raises(InputError, match=r"not an axial CT: its slices are oblique, 40° from axial"):
+            read_ct(tmp_path / "dcm")
+        with pytest.raises(GeometryError, match=r"the slices are oblique, angled 40° from axial"):
+            read_ct(nii)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import GeometryError, InputError
 from sarcoscope.io import read_ct, source_to_display_index
 from sarcoscope.io.reader import display_to_source_index
 from sarcoscope.tissues import AIR_HU
@@ -167,3 +168,70 @@ def test_nifti_without_orientation_codes_is_flagged(tmp_path: Path) -> None:
     ok = tmp_path / "ok.nii"
     nib.save(nib.Nifti1Image(np.full((4, 4, 2), -1000, np.int16), np.eye(4)), str(ok))
     assert not any("sform" in w for w in read_ct(ok).series.warnings)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_truncated_in_its_image_data_names_the_file(tmp_path: Path, suffix: str) -> None:
+    # The header survives, so nibabel opens the file and only fails when the voxels are read:
+    # EOFError (gzip) became a CLI "aborted" (exit 130), OSError (plain) an internal error.
+    path = tmp_path / f"cut{suffix}"
+    rng = np.random.default_rng(0)
+    data = rng.integers(-1000, 1000, size=(48, 48, 24), dtype=np.int16)  # incompressible-ish
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError, match=rf"cut{re.escape(suffix)}: the NIfTI file is truncated or damaged.*"
+                       r"re-export or re-download it"):
+        read_ct(path)
+
+
+def test_no_eoferror_escapes_read_ct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sarcoscope.io.reader as reader
+
+    def boom(path: Path):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(reader, "read_nifti", boom)
+    path = tmp_path / "x.nii.gz"
+    path.write_bytes(b"\x1f\x8b")
+    with pytest.raises(InputError, match=r"x.nii.gz: a file of this input ends unexpectedly.*truncated"):
+        read_ct(path)
+
+
+def _rotated_about_x(degrees: float) -> np.ndarray:
+    t = np.radians(degrees)
+    rot = np.eye(4)
+    rot[1:3, 1:3] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    return rot @ AFFINES["RAS"]
+
+
+def test_oblique_nifti_is_flagged_and_too_oblique_refused(tmp_path: Path) -> None:
+    # A slice plane leaning 25° from axial (an oblique reformat) used to be read silently;
+    # it now gets the DICOM reader's rule (io.geometry.check_axial_plane).
+    path = tmp_path / "obl25.nii.gz"
+    _write(path, _rotated_about_x(25))
+    vol = read_ct(path)
+    assert any("the slices are oblique, angled 25.0° from axial" in w and "10% larger" in w
+               for w in vol.series.warnings), vol.series.warnings
+    assert np.abs(vol.hu.astype(np.int32) - expected_display_hu(vol)).max() <= 1
+    steep = tmp_path / "obl40.nii.gz"
+    _write(steep, _rotated_about_x(40))
+    with pytest.raises(GeometryError, match=r"obl40.nii.gz: the slices are oblique, angled 40° from axial.*"
+                       r"reformat the scan to axial"):
+        read_ct(steep)
+    straight = tmp_path / "obl3.nii.gz"
+    _write(straight, _rotated_about_x(3))
+    assert not any("oblique" in w for w in read_ct(straight).series.warnings)
+
+
+def test_truncated_gzip_nifti_exits_2_not_aborted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # What the user saw: "aborted", exit 130 (click turns an escaping EOFError into Abort).
+    from sarcoscope.cli.main import main
+
+    path = tmp_path / "cut.nii.gz"
+    rng = np.random.default_rng(1)
+    nib.save(nib.Nifti1Image(rng.integers(-1000, 1000, size=(48, 48, 24), dtype=np.int16), np.eye(4)), str(path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    code = main(["analyze", str(path), "--out", str(tmp_path / "out"), "--segmenter", "baseline"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "cut.nii.gz: the NIfTI file is truncated or damaged" in err and "aborted" not in err

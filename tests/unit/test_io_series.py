@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import GeometryError, InputError
 from sarcoscope.io import discover_series, read_ct
 from sarcoscope.io.series import kernel_class
 from tests.unit.test_io_factory import write_series
@@ -102,3 +105,59 @@ def test_empty_uid_series_separated_by_kernel(tmp_path: Path) -> None:
     assert len(cands) == 2 and all(c.key.startswith("noUID:") for c in cands)
     vol = read_ct(tmp_path)
     assert vol.series.kernel == "B30f"
+
+
+def test_series_of_two_patients_are_refused_not_silently_picked(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", n=6, series_uid="9.1", study_uid="5.1", name="a",
+                 patient={"PatientID": "PAT-AAA", "PatientSex": "F"})
+    write_series(tmp_path / "b", n=4, series_uid="9.2", study_uid="5.2", name="b",
+                 patient={"PatientID": "PAT-BBB", "PatientSex": "M"})
+    with pytest.raises(InputError, match=r"the 2 axial CT series in the input come from 2 different patients"
+                       r".*--series UID") as info:
+        read_ct(tmp_path)
+    message = str(info.value)
+    assert re.search(r"\[patient 1, study 1\] 9\.1 \| CT \| axial", message), message
+    assert re.search(r"\[patient 2, study 2\] 9\.2 \| CT \| axial", message), message
+    for secret in ("PAT-AAA", "PAT-BBB", "Secret"):
+        assert secret not in message
+    chosen = read_ct(tmp_path, series_uid="9.2")
+    assert chosen.series.series_uid == "9.2" and chosen.patient.sex == "M"
+
+
+def test_two_studies_of_one_patient_are_refused_too(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", n=6, series_uid="9.3", study_uid="5.3", name="a")
+    write_series(tmp_path / "b", n=4, series_uid="9.4", study_uid="5.4", name="b")
+    with pytest.raises(InputError, match=r"come from 2 different studies \(StudyInstanceUID differs\)"
+                       r"(.|\n)*\[patient 1, study 2\] 9\.4"):
+        read_ct(tmp_path)
+
+
+def test_one_patient_two_series_of_one_study_still_picks_one(tmp_path: Path) -> None:
+    # Unknown (empty) study UIDs count as "not different", not as another study.
+    write_series(tmp_path / "a", n=6, series_uid="9.5", study_uid="5.5", name="a")
+    write_series(tmp_path / "b", n=4, series_uid="9.6", study_uid="5.5", name="b")
+    write_series(tmp_path / "c", n=3, series_uid="9.7", study_uid="", name="c")
+    vol = read_ct(tmp_path)
+    assert vol.series.series_uid == "9.5" and "picked 9.5 of 3 axial CT series" in vol.series.selection_reason
+
+
+def test_identical_copies_of_the_files_are_read_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    paths = write_series(tmp_path, n=5, rows=16, cols=16)
+    (tmp_path / "copy").mkdir()
+    for p in paths:
+        shutil.copy(p, tmp_path / "copy" / p.name)
+    with caplog.at_level(logging.INFO, logger="sarcoscope.io"):
+        vol = read_ct(tmp_path)
+    assert vol.n_slices == 5
+    assert any(w.startswith("5 duplicate image(s) skipped: the same instance (SOPInstanceUID)")
+               for w in vol.series.warnings), vol.series.warnings
+    logged = [r for r in caplog.records if "duplicate image(s) skipped" in r.getMessage()]
+    assert logged and logged[0].levelno == logging.WARNING
+    assert "SECRET" not in caplog.text and "Secret" not in caplog.text
+
+
+def test_different_images_sharing_a_position_are_still_refused_beside_duplicates(tmp_path: Path) -> None:
+    paths = write_series(tmp_path, n=4, positions=[(0, 0, z) for z in (-20, -18, -18, -16)])
+    shutil.copy(paths[0], tmp_path / "again.dcm")  # an exact copy: skipped
+    with pytest.raises(GeometryError, match=r"1 pair\(s\) of slices share the same position"):
+        read_ct(tmp_path)

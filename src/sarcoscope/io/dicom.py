@@ -22,11 +22,11 @@ import numpy as np
 
 from sarcoscope.errors import GeometryError, InputError
 from sarcoscope.io.dicom_headers import FrameHeader, scan_headers
-from sarcoscope.io.geometry import check_stack, display_mapping
+from sarcoscope.io.geometry import check_axial_plane, check_stack, display_mapping
 from sarcoscope.io.patient import parse_patient
 from sarcoscope.io.pixels import Placement, auto_workers, decode_into, integral_rescale
-from sarcoscope.io.series import SeriesCandidate, group_series, select_series
-from sarcoscope.io.sources import is_nifti, list_sources
+from sarcoscope.io.series import SeriesCandidate, drop_duplicate_frames, group_series, select_series
+from sarcoscope.io.sources import is_nifti, list_sources, truncation_guard
 from sarcoscope.types import CTVolume, SeriesInfo, SourceGrid
 
 logger = logging.getLogger(__name__)
@@ -79,9 +79,17 @@ def discover(path: Path) -> Discovery:
         )
     if scan.non_image:
         warnings.append(f"{len(scan.non_image)} DICOM file(s) without an image skipped (DICOMDIR, SR, …)")
+    frames, duplicates = drop_duplicate_frames(scan.frames)
+    if duplicates:
+        copy, original = duplicates[0]
+        warnings.append(
+            f"{len(duplicates)} duplicate image(s) skipped: the same instance (SOPInstanceUID) at the "
+            f"same position as another file, e.g. {copy.source.name} repeats {original.source.name}; "
+            "each image was read once"
+        )
     for w in warnings:
         logger.warning("%s: %s", path, w)
-    return Discovery(tuple(group_series(scan.frames)), tuple(warnings))
+    return Discovery(tuple(group_series(frames)), tuple(warnings))
 
 
 def discover_series(path: Path) -> list[SeriesCandidate]:
@@ -151,6 +159,9 @@ def plan_series(candidate: SeriesCandidate) -> SeriesPlan:
     warnings: list[str] = []
     if candidate.grouping_note:
         warnings.append(candidate.grouping_note)
+    oblique = check_axial_plane(normal, what)  # same rule as the NIfTI reader
+    if oblique:
+        warnings.append(oblique)
     positions = np.array([f.position for f in frames], dtype=float)
     if len(frames) == 1:
         if first.slice_thickness and first.slice_thickness > 0:
@@ -252,7 +263,8 @@ def load_series(
     plan = plan or plan_series(candidate)
     what = f"series {candidate.key or '(no UID)'}"
     picked = _normalise_indices(indices, plan.n_slices, what)
-    return _load(plan, picked, workers, selection_reason, extra_warnings, source_path, stack=False)
+    with truncation_guard(source_path or what):
+        return _load(plan, picked, workers, selection_reason, extra_warnings, source_path, stack=False)
 
 
 def load_slices(
@@ -283,10 +295,11 @@ def load_slices(
             f"{what}: slice index {bad} is outside the series' 0…{plan.n_slices - 1} "
             "(sorted inferior → superior)"
         )
-    if len(picked) == plan.n_slices:
-        return _load(plan, range(plan.n_slices), workers, selection_reason, extra_warnings,
-                     source_path, stack=False)
-    return _load(plan, picked, workers, selection_reason, extra_warnings, source_path, stack=True)
+    with truncation_guard(source_path or what):
+        if len(picked) == plan.n_slices:
+            return _load(plan, range(plan.n_slices), workers, selection_reason, extra_warnings,
+                         source_path, stack=False)
+        return _load(plan, picked, workers, selection_reason, extra_warnings, source_path, stack=True)
 
 
 def _load(
@@ -405,7 +418,8 @@ class OpenedSeries:
 def open_dicom(path: Path, series_uid: str | None = None) -> OpenedSeries:
     """Headers only: discover, select and plan the series to measure (no pixel decoding)."""
     path = Path(path)
-    found = discover(path)
+    with truncation_guard(path):
+        found = discover(path)
     candidate, reason = select_series(list(found.candidates), series_uid, source=str(path))
     logger.info("%s: %s — %s", path, candidate.describe(), reason)
     return OpenedSeries(path, candidate, plan_series(candidate), reason, found.warnings)

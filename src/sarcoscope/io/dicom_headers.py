@@ -8,7 +8,9 @@ shared functional groups.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -66,6 +68,15 @@ class FrameHeader:
     #: Byte offset of the PixelData element in the stream, recorded by the header pass so that
     #: uncompressed frames can be read later with one seek instead of a second parse.
     pixel_offset: int | None = None
+    #: Opaque digest of PatientID ("" when absent), only to tell whether series belong to
+    #: different patients; the ID itself is never kept, logged or shown.
+    patient_key: str = ""
+
+
+def patient_key(patient_id: str) -> str:
+    """A short one-way digest of a PatientID ("" for an empty ID)."""
+    pid = patient_id.strip()
+    return hashlib.sha256(pid.encode("utf-8")).hexdigest()[:16] if pid else ""
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,7 @@ def read_pydicom(fh: BinaryIO, name: str, *, stop_before_pixels: bool) -> Datase
         return None
     try:
         ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels, force=raw)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, IndexError, zlib.error) as exc:
         raise InputError(
             f"{name}: the DICOM file is damaged or truncated and cannot be read ({exc}); "
             "re-export or re-send it"
@@ -363,6 +374,7 @@ def frames_from_dataset(
         patient=raw_patient,
         uid_from_file_meta=from_meta,
         pixel_offset=pixel_offset,
+        patient_key=patient_key(_str(h, "PatientID")),
     )
     n_frames = _int_or_none(h.get("NumberOfFrames")) or 1
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
@@ -450,7 +462,7 @@ def scan_headers(refs: list[SourceRef], *, use_raw: bool = True) -> HeaderScan:
                 logger.warning("%s", exc)
                 damaged.append(ref.name)
                 continue
-            except OSError as exc:
+            except (OSError, EOFError) as exc:
                 logger.warning("%s: cannot be opened (%s)", ref.name, exc)
                 damaged.append(ref.name)
                 continue

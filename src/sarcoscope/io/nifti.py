@@ -9,12 +9,13 @@ shape and the file's own affine so label maps can be written back onto the input
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.io.geometry import display_mapping, to_display
+from sarcoscope.io.geometry import check_axial_plane, display_mapping, display_slice_normal, to_display
 from sarcoscope.io.pixels import IMPOSSIBLE_HU, clean_hu
 from sarcoscope.tissues import AIR_HU
 from sarcoscope.types import CTVolume, SeriesInfo, SourceGrid
@@ -22,6 +23,30 @@ from sarcoscope.types import CTVolume, SeriesInfo, SourceGrid
 logger = logging.getLogger(__name__)
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_voxels(img, shape: tuple[int, ...], integral: bool, path: Path) -> np.ndarray:
+    """The stored voxel array (unscaled integers or float32 HU).
+
+    nibabel reads voxels lazily, after the header: a truncated or corrupt file only fails
+    here, with ``EOFError`` (gzip stream ends early), ``OSError`` (fewer bytes than the header
+    announces, bad gzip CRC), ``zlib.error`` or ``ValueError``. ``EOFError`` in particular must
+    not escape: the CLI framework would report it as a user abort.
+    """
+    try:
+        if integral:
+            return np.asarray(img.dataobj.get_unscaled()).reshape(shape)
+        return np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        raise InputError(
+            f"{path}: the NIfTI file is truncated or damaged: its image data cannot be read "
+            f"({_first_line(exc)}); re-export or re-download it"
+        ) from exc
 
 
 def read_nifti(path: Path) -> CTVolume:
@@ -35,7 +60,10 @@ def read_nifti(path: Path) -> CTVolume:
     except FileNotFoundError as exc:
         raise InputError(f"{path}: no such file") from exc
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors…
-        raise InputError(f"{path}: cannot read this NIfTI file ({exc}); it may be truncated or not NIfTI") from exc
+        raise InputError(
+            f"{path}: cannot read this NIfTI file ({_first_line(exc)}); it is truncated, damaged or "
+            "not NIfTI — re-export or re-download it"
+        ) from exc
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -62,6 +90,9 @@ def read_nifti(path: Path) -> CTVolume:
     lps = RAS_TO_LPS @ affine_ras
     steps = lps[:3, :3].T  # row a: LPS step along stored axis a
     mapping = display_mapping(steps, lps[:3, 3], shape, what)  # type: ignore[arg-type]
+    oblique = check_axial_plane(display_slice_normal(mapping.affine), what)
+    if oblique:
+        warnings.append(oblique)
     if mapping.axes[0] != 2:
         warnings.append(
             f"the file's third axis runs along the {('left-right', 'anterior-posterior', 'body')[int(np.argmax(np.abs(steps[2])))]} "
@@ -73,12 +104,8 @@ def read_nifti(path: Path) -> CTVolume:
     slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
     integral = np.issubdtype(dtype, np.integer) and slope.is_integer() and inter.is_integer()
-    if integral:
-        stored = np.asarray(img.dataobj.get_unscaled()).reshape(shape)
-        out_dtype = np.dtype(np.int16)
-    else:
-        stored = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
-        out_dtype = np.dtype(np.float32)
+    out_dtype = np.dtype(np.int16) if integral else np.dtype(np.float32)
+    stored = _read_voxels(img, shape, integral, path)
     display = to_display(stored, mapping)
     out = np.empty(display.shape, dtype=out_dtype)
     n_pad = 0

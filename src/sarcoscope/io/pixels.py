@@ -284,8 +284,10 @@ def iter_decoded(
                         continue
                     fh_stream.seek(0)
                     ds = read_dataset(fh_stream, name, stop_before_pixels=False)
-            except OSError as exc:
-                raise InputError(f"{name}: cannot be read ({exc}); check the file is still there") from exc
+            except (OSError, EOFError) as exc:
+                raise InputError(
+                    f"{name}: cannot be read ({exc}); check the file is still there and complete"
+                ) from exc
             if ds is None:
                 raise InputError(f"{name}: is no longer a DICOM file (changed since the header pass?)")
             if "PixelData" not in ds and "FloatPixelData" not in ds:

@@ -31,6 +31,7 @@ WANTED: dict[str, tuple[int, str]] = {
     "Modality": (0x00080060, "CS"),
     "Manufacturer": (0x00080070, "LO"),
     "SeriesDescription": (0x0008103E, "LO"),
+    "PatientID": (0x00100020, "LO"),  # only hashed, to tell patients apart; never kept or shown
     "PatientSex": (0x00100040, "CS"),
     "PatientAge": (0x00101010, "AS"),
     "PatientSize": (0x00101020, "DS"),

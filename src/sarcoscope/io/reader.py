@@ -7,7 +7,7 @@ from pathlib import Path
 from sarcoscope.errors import InputError
 from sarcoscope.io.dicom import read_dicom
 from sarcoscope.io.nifti import read_nifti
-from sarcoscope.io.sources import is_nifti
+from sarcoscope.io.sources import is_nifti, truncation_guard
 from sarcoscope.types import CTVolume
 
 
@@ -22,11 +22,12 @@ def read_ct(path: Path, series_uid: str | None = None, *, workers: int | None = 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    if path.is_file() and is_nifti(path):
-        if series_uid:
-            raise InputError(f"{path}: --series applies to DICOM input; a NIfTI file holds one volume")
-        return read_nifti(path)
-    return read_dicom(path, series_uid, workers=workers)
+    with truncation_guard(path):
+        if path.is_file() and is_nifti(path):
+            if series_uid:
+                raise InputError(f"{path}: --series applies to DICOM input; a NIfTI file holds one volume")
+            return read_nifti(path)
+        return read_dicom(path, series_uid, workers=workers)
 
 
 def source_to_display_index(volume: CTVolume, k_source: int) -> int:

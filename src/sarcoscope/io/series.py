@@ -214,6 +214,44 @@ class SeriesCandidate:
         return " | ".join(parts)
 
 
+def drop_duplicate_frames(
+    frames: tuple[FrameHeader, ...] | list[FrameHeader],
+) -> tuple[tuple[FrameHeader, ...], tuple[tuple[FrameHeader, FrameHeader], ...]]:
+    """Keep one copy of each image that occurs more than once (a folder copied into itself,
+    the same study exported twice).
+
+    Two frames are the same image when they share SOPInstanceUID and frame number *and* sit at
+    the same place in the same series — a non-empty SOPInstanceUID names one image
+    worldwide. Frames without a UID, or sharing one (crude de-identification) while differing
+    in place, are all kept, so genuinely different images at one position are still refused
+    by the geometry check. Returns the frames kept (first copy, in input order) and the
+    ``(dropped, kept)`` pairs.
+    """
+    kept: list[FrameHeader] = []
+    seen: dict[tuple, FrameHeader] = {}
+    dropped: list[tuple[FrameHeader, FrameHeader]] = []
+    for f in frames:
+        if not f.sop_uid:
+            kept.append(f)
+            continue
+        key = (
+            f.sop_uid,
+            f.frame_index,
+            f.series_uid,
+            _round(f.position, 3),
+            _round(f.orientation, 4),
+            f.rows,
+            f.columns,
+        )
+        first = seen.get(key)
+        if first is None:
+            seen[key] = f
+            kept.append(f)
+        else:
+            dropped.append((f, first))
+    return tuple(kept), tuple(dropped)
+
+
 def _sort_frames(frames: list[FrameHeader]) -> list[FrameHeader]:
     """Sort along the slice normal, inferior → superior (never by InstanceNumber)."""
     orientation = frames[0].orientation
@@ -294,13 +332,54 @@ def _rank(c: SeriesCandidate, max_extent: float) -> tuple:
     return (covers, kernel_class(c.kernel), not c.is_derived, -step, c.n_slices)
 
 
+def _refuse_mixed_origins(usable: list[SeriesCandidate], source: str) -> None:
+    """Refuse to choose among series of different patients or studies.
+
+    The ranking in ``select_series`` compares series of *one* examination; across patients
+    it would silently measure one of them and take sex, height and weight from that one, and
+    across studies it would pick a date. Patients are told apart by a digest of PatientID
+    and studies by StudyInstanceUID (empty values count as unknown, not as different);
+    the message numbers them ("patient 1", "study 2") and never shows an identifier.
+    """
+    if len(usable) < 2:
+        return
+    patients: dict[str, int] = {}
+    studies: dict[str, int] = {}
+    for c in usable:
+        if c.first.patient_key:
+            patients.setdefault(c.first.patient_key, len(patients) + 1)
+        if c.first.study_uid:
+            studies.setdefault(c.first.study_uid, len(studies) + 1)
+    if len(patients) < 2 and len(studies) < 2:
+        return
+
+    def origin(c: SeriesCandidate) -> str:
+        p = patients.get(c.first.patient_key)
+        st = studies.get(c.first.study_uid)
+        return f"patient {p or '?'}, study {st or '?'}"
+
+    listing = "\n".join(f"  - [{origin(c)}] {c.describe()}" for c in usable)
+    if len(patients) > 1:
+        what = f"{len(patients)} different patients (PatientID differs)"
+        advice = "keep one patient's images per folder, or choose the series to measure with --series UID"
+    else:
+        what = f"{len(studies)} different studies (StudyInstanceUID differs)"
+        advice = "choose the series to measure with --series UID"
+    raise InputError(
+        f"{source}: the {len(usable)} axial CT series in the input come from {what}; sarcoscope "
+        "does not guess which one to measure (the patient's sex, height and weight would come "
+        f"from whichever it picked) — {advice}. Series found:\n{listing}"
+    )
+
+
 def select_series(
     candidates: list[SeriesCandidate], series_uid: str | None = None, *, source: str = ""
 ) -> tuple[SeriesCandidate, str]:
     """Pick the series to measure and say why.
 
-    Raises ``InputError`` when the requested UID is absent (listing what is there) or when no
-    candidate can be measured (with each candidate's specific reason).
+    Raises ``InputError`` when the requested UID is absent (listing what is there), when no
+    candidate can be measured (with each candidate's specific reason), or when no UID is given
+    and the measurable candidates come from different patients or studies.
     """
     listing = "\n".join(f"  - {c.describe()}" for c in candidates)
     if series_uid:
@@ -326,6 +405,7 @@ def select_series(
             raise InputError(candidates[0].rejection or "")
         reasons = "\n".join(f"  - {c.rejection}" for c in candidates)
         raise InputError(f"{source}: none of the {len(candidates)} series is an axial CT that can be measured:\n{reasons}")
+    _refuse_mixed_origins(usable, source)
     if len(usable) == 1:
         c = usable[0]
         skipped = len(candidates) - 1

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -58,9 +60,10 @@ class Opener:
         if zf is None:
             try:
                 zf = zipfile.ZipFile(path)
-            except (OSError, zipfile.BadZipFile) as exc:
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
                 raise InputError(
-                    f"{path}: cannot open the zip archive ({exc}); check the file is a complete zip"
+                    f"{path}: cannot open the zip archive ({exc}); it is damaged or truncated — "
+                    "re-create or re-download it"
                 ) from exc
             self._zips[path] = zf
         return zf
@@ -71,10 +74,10 @@ class Opener:
             return open(ref.path, "rb")
         try:
             data = self._zip(ref.path).read(ref.member)
-        except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+        except (OSError, zipfile.BadZipFile, KeyError, EOFError, zlib.error) as exc:
             raise InputError(
                 f"{ref.name}: cannot read this member of the zip archive ({exc}); "
-                "the archive may be truncated — re-create it"
+                "the archive is damaged or truncated — re-create or re-download it"
             ) from exc
         return io.BytesIO(data)
 
@@ -86,6 +89,27 @@ class Opener:
 
 def is_zip(path: Path) -> bool:
     return path.is_file() and zipfile.is_zipfile(path)
+
+
+#: Signature of a zip local file header: every zip archive with members starts with it.
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+
+
+def looks_like_broken_zip(path: Path) -> bool:
+    """A file that starts like a zip archive but has no readable central directory.
+
+    ``zipfile`` finds members through the central directory at the *end* of the archive, so
+    an archive cut short (interrupted download or copy) is not recognised as a zip at all and
+    would otherwise be reported as "not DICOM".
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM":  # a DICOM file whose free-form preamble happens to start "PK"
+        return False
+    return head[:4] == _ZIP_LOCAL_HEADER and not zipfile.is_zipfile(path)
 
 
 def is_nifti(path: Path) -> bool:
@@ -111,13 +135,22 @@ def list_sources(path: Path) -> list[SourceRef]:
                 members = sorted(
                     i.filename for i in zf.infolist() if not i.is_dir() and i.file_size > 0
                 )
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise InputError(f"{path}: cannot read the zip archive ({exc})") from exc
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise InputError(
+                f"{path}: cannot read the zip archive ({exc}); it is damaged or truncated — "
+                "re-create or re-download it"
+            ) from exc
         if not members:
             raise InputError(f"{path}: the zip archive holds no files")
         return [SourceRef(path, m) for m in members]
     if path.name.upper() == "DICOMDIR":
         return dicomdir_sources(path)
+    if looks_like_broken_zip(path):
+        raise InputError(
+            f"{path}: the zip archive is damaged or truncated (it starts like a zip but its "
+            "table of contents at the end is missing, e.g. after an interrupted download or copy); "
+            "re-create or re-download the archive"
+        )
     return [SourceRef(path)]
 
 
@@ -171,3 +204,20 @@ def iter_open(refs: list[SourceRef]) -> Iterator[tuple[SourceRef, BinaryIO]]:
         for ref in refs:
             with opener.open(ref) as fh:
                 yield ref, fh
+
+
+@contextmanager
+def truncation_guard(what: object) -> Iterator[None]:
+    """Turn an ``EOFError`` escaping a reader into an ``InputError`` naming the input.
+
+    Decompressors (gzip, zlib, zip) raise ``EOFError`` when a file ends early; uncaught it
+    would reach the CLI framework, which reports it as a user abort (exit 130) without naming
+    the file. The specific readers already convert the cases they know; this is the last net.
+    """
+    try:
+        yield
+    except EOFError as exc:
+        raise InputError(
+            f"{what}: a file of this input ends unexpectedly ({exc}); it is truncated or damaged — "
+            "re-export or re-download it"
+        ) from exc

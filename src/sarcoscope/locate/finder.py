@@ -727,10 +727,11 @@ def find_l3(volume: CTVolume, settings: LocateSettings | None = None) -> SliceCh
     settings = settings or LocateSettings()
     work = make_work(volume)
     if volume.n_slices < 3:
+        coverage = f"covers {volume.n_slices} slice(s) at z {work.z_mm[0]:.0f} mm"
         raise L3NotFound(
-            f"the volume has {volume.n_slices} slice(s): too few to count vertebrae; "
-            "give the slice to analyse with --slices",
-            coverage=f"covers {volume.n_slices} slice(s) at z {work.z_mm[0]:.0f} mm",
+            f"too few slices to count vertebrae: the scan {coverage}. "
+            "Give the slice to analyse with --slices.",
+            coverage=coverage,
         )
     column = find_column(work)
     if column is None:
