@@ -15,6 +15,7 @@ import numpy as np
 
 from sarcoscope.errors import InputError, ModelError
 from sarcoscope.segment.base import Segmenter
+from sarcoscope.segment.plausibility import check_hounsfield
 from sarcoscope.settings import AnalysisSettings, SliceSpec, resolve_slices
 from sarcoscope.types import (
     AnalysisResult,
@@ -72,6 +73,7 @@ def analyze(
     else:
         volume = _read(source, settings)
         timings["read"] = time.perf_counter() - t0
+        check_hounsfield(volume.hu, _where(source))
     warnings.extend(volume.series.warnings)
 
     patient = settings.patient(volume.patient)
@@ -193,6 +195,7 @@ def _read_and_locate_strided(opened, stride: int, settings: AnalysisSettings, t0
     if stride <= 1:
         volume = opened.load()
         timings["read"] = time.perf_counter() - t0
+        check_hounsfield(volume.hu, str(opened.path))
         t1 = time.perf_counter()
         choice = choose_slices(volume, settings)
         timings["locate"] = time.perf_counter() - t1
@@ -202,6 +205,7 @@ def _read_and_locate_strided(opened, stride: int, settings: AnalysisSettings, t0
 
     first = (n - 1) % stride // 2  # centre the subset: at most stride//2 slices lost per end
     overview = opened.load(range(first, n, stride))
+    check_hounsfield(overview.hu, str(opened.path))
     timings["read"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     try:
@@ -296,11 +300,18 @@ def choose_slices(volume: CTVolume, settings: AnalysisSettings) -> SliceChoice:
         )
     if volume.n_slices == 1:
         return SliceChoice(
-            indices=(0,), z_mm=(volume.z_mm(0),), method="single", definition="single-slice input"
+            indices=(0,), z_mm=(volume.z_mm(0),), method="single", definition="single-slice input",
+            warnings=("single-slice input: its vertebral level cannot be checked; the measurements and "
+                      "the cut-off flags assume the slice is at L3",),
         )
     from sarcoscope.locate import find_l3
 
     return find_l3(volume, _locate_settings(settings))
+
+
+def _where(source: Path | str | CTVolume) -> str:
+    """How messages name the input: its path, never patient identifiers."""
+    return "the volume given" if isinstance(source, CTVolume) else str(source)
 
 
 def _locate_settings(settings: AnalysisSettings):  # -> locate.LocateSettings | None

@@ -43,8 +43,11 @@ class SliceSpec:
         """The requested indices in input numbering, checked against ``n`` slices."""
         if self.kind == "all":
             return tuple(range(n))
-        wanted = self.indices if self.kind == "list" else tuple(range(self.start, self.stop + 1))
-        bad = [k for k in wanted if k >= n]
+        if self.kind == "range" and self.stop >= n:  # checked before building the range
+            bad = [max(self.start, n)]
+        else:
+            wanted = self.indices if self.kind == "list" else tuple(range(self.start, self.stop + 1))
+            bad = [k for k in wanted if k >= n]
         if bad:
             raise InputError(
                 f"--slices {self.text}: slice index {bad[0]} is out of range; the input has "

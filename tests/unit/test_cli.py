@@ -179,3 +179,34 @@ def test_register_commands_skips_absent_modules_and_reports_broken_ones(monkeypa
     assert failed == {"brokenpart": "sarcoscope.cli.brokenpart has no register(app)"}
     names = {c.name for c in target.registered_commands}
     assert {"analyze", "demo"} <= names
+
+
+def test_an_output_path_that_is_the_input_is_refused_before_analysing(fake_analyze, tmp_path, capsys):
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"the user's only copy")
+    for option in ("--labels", "--csv"):
+        rc = main(["analyze", str(scan), option, str(scan)])
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 5
+        assert f"{option} {scan} is the input file: writing it would replace the scan" in err
+    assert scan.read_bytes() == b"the user's only copy"
+    assert fake_analyze == []  # refused before any work
+
+
+def test_a_rerun_without_spine_picture_removes_the_earlier_one(fake_analyze, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "spine.png").write_bytes(b"from an earlier automatic run")
+    (out / "notes.txt").write_text("the user's")
+    assert main(["analyze", str(tmp_path), "--out", str(out), "--slices", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "overlay.png", "result.json"]
+
+
+def test_csv_errors_name_the_users_file_not_the_staging_copy(fake_analyze, tmp_path, capsys):
+    table = tmp_path / "rows.csv"
+    table.write_bytes("Größe;Gewicht\n".encode("cp1252"))
+    rc = main(["analyze", str(tmp_path), "--csv", str(table), "--slices", "2"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 5
+    assert f"--csv {table}: the file is not UTF-8 text" in err and ".sarcoscope-" not in err
+    assert fake_analyze == []

@@ -109,9 +109,29 @@ def test_csv_refuses_a_foreign_header(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("a,b,c\n1,2,3\n")
     r, _ = _result("1")
-    with pytest.raises(ExportError, match=r"other.csv: existing CSV has different columns.*Write to a new file"):
+    with pytest.raises(ExportError, match=r"other.csv: the existing CSV has other columns \(column 1 is 'a', "
+                       r"expected 'input'\).*Write to a new file"):
         append_csv(r, path, "x")
     assert path.read_text() == "a,b,c\n1,2,3\n"
+
+
+def test_csv_saved_again_with_a_byte_order_mark_is_appended_to(tmp_path):
+    # Excel's "CSV UTF-8" puts a BOM before the header; the columns are still ours
+    path = tmp_path / "rows.csv"
+    r1, _ = _result("1")
+    append_csv(r1, path, "scan-a")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    append_csv(r1, path, "scan-b")
+    rows = list(csv.DictReader(path.open(encoding="utf-8-sig")))
+    assert [r["input"] for r in rows] == ["scan-a", "scan-b"]
+
+
+def test_csv_in_another_encoding_is_refused_by_name(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("Patientenliste;Größe\n".encode("cp1252"))
+    r, _ = _result("1")
+    with pytest.raises(ExportError, match=r"--csv .*latin.csv: the file is not UTF-8 text.*Write to a new file"):
+        append_csv(r, path, "x")
 
 
 def test_labels_nifti_maps_back_to_a_permuted_flipped_stored_grid(tmp_path):

@@ -95,3 +95,9 @@ def test_resolve_nifti_counts_along_the_stored_third_axis():
     assert resolve_slices(parse_slice_spec("0,5"), vol) == (5, 0)
     with pytest.raises(InputError, match="numbered 0..5"):
         resolve_slices(parse_slice_spec("6"), vol)
+
+
+def test_a_huge_range_is_refused_without_building_it():
+    # 0:99999999999 once built a hundred-billion-element tuple (MemoryError, exit 70)
+    with pytest.raises(InputError, match=r"--slices 0:99999999999: slice index 10 is out of range"):
+        parse_slice_spec("0:99999999999").input_indices(10)

@@ -47,6 +47,7 @@ class _Staging:
     """Files written under temporary names, moved into place by :meth:`commit`."""
 
     moves: list[tuple[Path, Path]] = field(default_factory=list)  # (staged, final)
+    stale: list[Path] = field(default_factory=list)  # our own outputs of an earlier run, removed at commit
     dirs: list[Path] = field(default_factory=list)  # staging folders to remove
     created: list[Path] = field(default_factory=list)  # folders we created (removed if empty)
 
@@ -66,6 +67,8 @@ class _Staging:
             for staged, final in self.moves:
                 os.replace(staged, final)
                 done.append(final)
+            for path in self.stale:
+                path.unlink(missing_ok=True)
         except OSError:
             for final in done:  # a half-moved result set is worse than none
                 final.unlink(missing_ok=True)
@@ -103,22 +106,23 @@ def write_outputs(
     from sarcoscope.export.result_json import write_result_json
 
     t0 = time.perf_counter()
+    check_output_paths(out_dir=out_dir, labels_path=labels_path, csv_path=csv_path)
     stage = _Staging()
     try:
         json_staged: Path | None = None
         if out_dir is not None:
             out_dir = Path(out_dir)
-            if out_dir.exists() and not out_dir.is_dir():
-                raise ExportError(f"--out {out_dir}: exists and is not a folder; choose a folder.")
             tmp = stage.stage_dir(out_dir)
             from sarcoscope.render.overlay import render_overlay
 
             render_overlay(result, None, tmp / "overlay.png")
             stage.moves.append((tmp / "overlay.png", out_dir / "overlay.png"))
-            if result.choice.method == "auto":
-                spine = _render_spine(result, tmp / "spine.png")
-                if spine is not None:
-                    stage.moves.append((spine, out_dir / "spine.png"))
+            spine = _render_spine(result, tmp / "spine.png") if result.choice.method == "auto" else None
+            if spine is not None:
+                stage.moves.append((spine, out_dir / "spine.png"))
+            elif (out_dir / "spine.png").is_file():
+                # an earlier run's spine.png would sit beside this result as if it were its own
+                stage.stale.append(out_dir / "spine.png")
             json_staged = tmp / "result.json"
             stage.moves.append((json_staged, out_dir / "result.json"))
         if labels_path is not None:
@@ -155,6 +159,41 @@ def write_outputs(
         stage.cleanup()
         raise
     return Written(tuple(paths), time.perf_counter() - t0)
+
+
+def check_output_paths(*, out_dir: Path | None, labels_path: Path | None, csv_path: Path | None,
+                       source: Path | None = None) -> None:
+    """Refuse, before any work, outputs that cannot be written or would replace the input.
+
+    Messages name the user's own paths (the files are later written in a staging folder).
+    """
+    from sarcoscope.export.csv import check_existing_csv
+    from sarcoscope.export.labels_nifti import check_labels_path
+
+    if source is not None:
+        for option, path in (("--labels", labels_path), ("--csv", csv_path)):
+            if path is not None and _same_path(Path(path), Path(source)):
+                raise ExportError(
+                    f"{option} {path} is the input file: writing it would replace the scan. "
+                    f"Choose another path for {option}."
+                )
+    if labels_path is not None and csv_path is not None and _same_path(Path(labels_path), Path(csv_path)):
+        raise ExportError(f"--labels and --csv are the same file ({labels_path}); give each its own path.")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ExportError(f"--out {out_dir}: exists and is not a folder; choose a folder.")
+    if labels_path is not None:
+        check_labels_path(Path(labels_path))
+    if csv_path is not None:
+        check_existing_csv(Path(csv_path))
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _render_spine(result: AnalysisResult, path: Path) -> Path | None:
@@ -295,6 +334,9 @@ def run_analysis(
     """analyze + write + print: shared by ``analyze`` and ``demo``."""
     from sarcoscope.pipeline import analyze
 
+    # before the analysis: a wrong output path must not cost the user the analysis time
+    check_output_paths(out_dir=out_dir, labels_path=settings.labels_path, csv_path=csv_path,
+                       source=Path(source) if isinstance(source, (str, Path)) else None)
     result = analyze(source, settings)
     written = write_outputs(
         result,

@@ -97,20 +97,43 @@ def result_rows(result: AnalysisResult, input_label: str) -> list[dict[str, str]
     return rows
 
 
+def check_existing_csv(path: Path) -> bool:
+    """True when ``path`` holds rows to append to (our header); False when new or empty.
+
+    A byte-order mark (a CSV re-saved by Excel as "CSV UTF-8") is accepted; any other header
+    or a file that is not UTF-8 text raises ``ExportError`` naming ``path``.
+    """
+    path = Path(path)
+    try:
+        if not (path.is_file() and path.stat().st_size > 0):
+            return False
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except UnicodeDecodeError as exc:
+        raise ExportError(
+            f"--csv {path}: the file is not UTF-8 text (byte {exc.start} cannot be decoded), so it was "
+            "not written by sarcoscope's --csv (a spreadsheet saved in another encoding, or not a CSV). "
+            "Write to a new file."
+        ) from exc
+    except OSError as exc:
+        raise ExportError(f"--csv {path}: cannot read the existing CSV ({exc.strerror or exc}).") from exc
+    if tuple(header) != COLUMNS:
+        first = next((i for i, (a, b) in enumerate(zip(header, COLUMNS)) if a != b), min(len(header), len(COLUMNS)))
+        found = repr(header[first]) if first < len(header) else "nothing"
+        wanted = repr(COLUMNS[first]) if first < len(COLUMNS) else "no further column"
+        raise ExportError(
+            f"--csv {path}: the existing CSV has other columns (column {first + 1} is {found}, "
+            f"expected {wanted}); it was not written by this version of sarcoscope's --csv. "
+            "Write to a new file."
+        )
+    return True
+
+
 def append_csv(result: AnalysisResult, path: Path, input_label: str) -> Path:
     """Append one row per analysed slice; write the header first if the file is new/empty."""
     path = Path(path)
+    exists = check_existing_csv(path)
     try:
-        exists = path.is_file() and path.stat().st_size > 0
-        if exists:
-            with path.open(newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), [])
-            if tuple(header) != COLUMNS:
-                raise ExportError(
-                    f"{path}: existing CSV has different columns ({len(header)} vs "
-                    f"{len(COLUMNS)} expected); it was not written by this version of "
-                    "sarcoscope's --csv. Write to a new file."
-                )
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         if not exists:

@@ -52,14 +52,20 @@ def source_grid_labels(volume: CTVolume, display: np.ndarray) -> tuple[np.ndarra
     return stored, affine
 
 
+def check_labels_path(path: Path) -> None:
+    """Refuse a ``--labels`` name that is not ``.nii`` / ``.nii.gz`` (before any work is staged)."""
+    name = Path(path).name
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise ExportError(f"--labels {path}: the file name must end in .nii or .nii.gz.")
+
+
 def write_labels_nifti(result: AnalysisResult, path: Path) -> Path:
     """Write the label NIfTI (``.nii`` or ``.nii.gz`` by suffix) atomically."""
     import nibabel as nib
 
     path = Path(path)
+    check_labels_path(path)
     name = path.name
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        raise ExportError(f"--labels {path}: the file name must end in .nii or .nii.gz.")
     array, affine = source_grid_labels(result.volume, display_label_volume(result))
     img = nib.Nifti1Image(array, affine)
     img.set_data_dtype(np.uint8)

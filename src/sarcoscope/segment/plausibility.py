@@ -1,0 +1,47 @@
+"""Is this CT in Hounsfield units? Checked before anything is located or measured.
+
+Both segmenters were built for CT in HU. Handed something else they still label pixels, and
+the numbers look like results: a label map, or a scan stored without its rescale offset,
+gave "sarcopenia" from a few cm² of "muscle". This check turns such inputs into a clear error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sarcoscope.errors import InputError
+
+#: Every abdominal CT slice has fat (about −100 HU) or air below this somewhere.
+FAT_OR_AIR_HU = -50.0
+#: ... on at least this share of its pixels (subcutaneous fat alone is far more).
+MIN_FAT_OR_AIR_SHARE = 0.005
+
+
+def check_hounsfield(hu: np.ndarray, where: str) -> None:
+    """Raise ``InputError`` when ``hu`` (a slice or a volume) cannot be CT in Hounsfield units.
+
+    Two signs, both impossible for a CT of the trunk: one value everywhere (e.g. a rescale
+    slope of 0), or no pixel of fat or air (a label map 0..N, or stored values without their
+    rescale intercept of about −1024).
+    """
+    sample = np.asarray(hu)
+    if sample.ndim == 3:
+        sample = sample[::2, ::4, ::4]
+    elif sample.ndim == 2:
+        sample = sample[::2, ::2]
+    if sample.size == 0:
+        return
+    lo, hi = float(sample.min()), float(sample.max())
+    if hi - lo < 1.0:
+        raise InputError(
+            f"{where}: every pixel has the same value ({lo:g}); this is not a CT image in Hounsfield "
+            "units (check RescaleSlope / scl_slope, or that the right file was given)."
+        )
+    share = float(np.count_nonzero(sample < FAT_OR_AIR_HU)) / sample.size
+    if share < MIN_FAT_OR_AIR_SHARE:
+        raise InputError(
+            f"{where}: values {lo:g}…{hi:g} with no fat or air (nothing below {FAT_OR_AIR_HU:g}) are not "
+            "Hounsfield units of a CT of the trunk — a label map or mask, or pixel values stored "
+            "without their rescale intercept (about −1024). Give the CT image itself, or fix "
+            "RescaleIntercept (DICOM) / scl_inter (NIfTI)."
+        )

@@ -1,0 +1,57 @@
+"""Inputs that are not CT in Hounsfield units are refused before anything is measured."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sarcoscope.errors import InputError
+from sarcoscope.phantom import make_slice, random_params
+from sarcoscope.pipeline import analyze
+from sarcoscope.segment.plausibility import check_hounsfield
+from sarcoscope.settings import AnalysisSettings
+from tests.e2e._fakes import LookupSegmenter
+from tests.e2e._fakes import make_volume as fake_volume
+
+
+@pytest.fixture(scope="module")
+def l3_slice():
+    return make_slice(random_params(np.random.default_rng(4)), level="L3")
+
+
+def test_a_ct_slice_passes(l3_slice):
+    check_hounsfield(np.asarray(l3_slice.hu, dtype=np.float32), "scan")
+
+
+def test_a_label_map_is_not_hounsfield_units(l3_slice):
+    with pytest.raises(InputError, match=r"labels.nii: values 0…4 with no fat or air.*label map"):
+        check_hounsfield(np.asarray(l3_slice.labels), "labels.nii")
+
+
+def test_values_stored_without_the_rescale_intercept_are_refused(l3_slice):
+    stored = np.asarray(l3_slice.hu, dtype=np.float32) + 1024  # unsigned storage, intercept lost
+    with pytest.raises(InputError, match=r"rescale intercept.*RescaleIntercept"):
+        check_hounsfield(stored, "scan.nii")
+
+
+def test_a_constant_image_is_refused():
+    with pytest.raises(InputError, match=r"slope0.dcm: every pixel has the same value \(-1024\).*RescaleSlope"):
+        check_hounsfield(np.full((3, 64, 64), -1024.0), "slope0.dcm")
+
+
+def test_analyze_refuses_a_label_map_before_segmenting():
+    vol, labels = fake_volume(3)
+    as_labels = dataclasses.replace(vol, hu=labels.astype(np.int16))
+    seg = LookupSegmenter()
+    with pytest.raises(InputError, match="the volume given: values 0…4 with no fat or air"):
+        analyze(as_labels, AnalysisSettings(slices="1"), segmenter=seg)
+    assert seg.calls == 0
+    assert analyze(vol, AnalysisSettings(slices="1"), segmenter=seg).choice.indices == (1,)
+
+
+def test_a_single_slice_says_its_level_is_not_checked():
+    vol, _ = fake_volume(1)
+    result = analyze(vol, AnalysisSettings(), segmenter=LookupSegmenter())
+    assert any("single-slice input: its vertebral level cannot be checked" in w for w in result.warnings)
