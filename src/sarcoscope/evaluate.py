@@ -2,7 +2,9 @@
 
 Pure functions on arrays (per-class Dice, area and mean-HU error), a per-case table, a
 summary with Bland–Altman bias and limits of agreement, and the plots. No model, no torch:
-``sarcoscope evaluate`` and the training report both call these.
+``sarcoscope evaluate`` and the training report both call these. Also what ``evaluate`` needs
+around them: the names of the files a run writes, unique case names, and the check that a
+NIfTI reference lies on its CT's grid.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
+from sarcoscope.errors import GeometryError
 from sarcoscope.tissues import TISSUE_INFO, Tissue
+from sarcoscope.types import CTVolume
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +213,7 @@ def plot_agreement(cases: list[CaseAgreement], out_dir: Path, label: str = "") -
             ax.set_title(TISSUE_INFO[t].label, fontsize=9)
         fig.suptitle(f"{label} {kind.replace('_', '–')} (n={len(cases)})".strip())
         fig.tight_layout()
-        path = out_dir / f"{kind}{'_' + label if label else ''}.png"
+        path = out_dir / _report_name(kind, label, ".png")
         fig.savefig(path)
         plt.close(fig)
         paths.append(path)
@@ -225,16 +230,33 @@ def _jsonable(obj: object) -> object:
     return obj
 
 
+def _report_name(stem: str, label: str, ext: str) -> str:
+    return f"{stem}_{label}{ext}" if label else f"{stem}{ext}"
+
+
+#: Files ``write_report`` writes per label (segmenter), and those one ``sarcoscope evaluate`` run
+#: writes once (``train.assess``). A rerun into the same folder removes exactly these names of
+#: the segmenters it does not score again, so the folder never mixes two runs.
+REPORT_STEMS: tuple[tuple[str, str], ...] = (
+    ("cases", ".csv"), ("summary", ".json"), ("bland_altman", ".png"), ("scatter", ".png"))
+RUN_FILE_NAMES: tuple[str, ...] = ("summary.md", "by_level.json")
+
+
+def output_file_names(labels: Collection[str]) -> frozenset[str]:
+    """Every file name an evaluation run over segmenters ``labels`` may write in its folder."""
+    names = {_report_name(stem, label, ext) for label in labels for stem, ext in REPORT_STEMS}
+    return frozenset(names | set(RUN_FILE_NAMES))
+
+
 def write_report(cases: list[CaseAgreement], out_dir: Path, label: str = "") -> dict[str, Path]:
     """Write cases CSV, summary JSON and the plots for one segmenter under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not cases:
         raise ValueError("no cases to report")
-    suffix = f"_{label}" if label else ""
-    csv_path = write_cases_csv(cases, out_dir / f"cases{suffix}.csv")
+    csv_path = write_cases_csv(cases, out_dir / _report_name("cases", label, ".csv"))
     summary = summarise(cases)
-    json_path = out_dir / f"summary{suffix}.json"
+    json_path = out_dir / _report_name("summary", label, ".json")
     json_path.write_text(json.dumps(_jsonable({"n_cases": len(cases), "tissues": summary}), indent=2) + "\n")
     pngs = plot_agreement(cases, out_dir, label)
     return {"csv": csv_path, "summary": json_path, "bland_altman": pngs[0], "scatter": pngs[1]}
@@ -259,3 +281,138 @@ def summary_table(summaries: dict[str, dict[str, dict[str, object]]]) -> str:
 
 def case_to_dict(case: CaseAgreement) -> dict[str, object]:
     return {"case": case.case, "tissues": {k: asdict(v) for k, v in case.tissues.items()}}
+
+
+# ----------------------------------------------------------------------------- case names
+
+
+def _distinguishing_tails(paths: Sequence[Path]) -> list[str]:
+    """Per path, its shortest tail of components that no other (different) path shares."""
+    parts = [Path(os.path.normpath(Path(p).absolute())).parts for p in paths]
+    distinct = set(parts)
+    out = []
+    for ps in parts:
+        others = [q for q in distinct if q != ps]
+        n = 1
+        while n < len(ps) and any(q[-n:] == ps[-n:] for q in others):
+            n += 1
+        out.append(PurePath(*ps[-n:]).as_posix())
+    return out
+
+
+def case_names(images: Sequence[Path], references: Sequence[Path]) -> list[str]:
+    """A unique, recognisable name per (image, reference) pair, for the case column.
+
+    The shortest tail of the image path that tells the images apart: ``A/ct.dcm`` and
+    ``B/ct.dcm`` (not ``ct.dcm`` twice, which would merge two patients' rows), just ``ct1``
+    when the names already differ. An image given with several references (two readers'
+    masks) adds the reference's distinguishing tail: ``ct.dcm[reader1/ct.nii.gz]``; a pair
+    given twice is numbered.
+    """
+    if len(images) != len(references):
+        raise ValueError(f"{len(images)} images for {len(references)} references")
+    names = _distinguishing_tails(images)
+    for name in {n for n in names if names.count(n) > 1}:
+        idx = [i for i, n in enumerate(names) if n == name]
+        for i, ref in zip(idx, _distinguishing_tails([references[i] for i in idx])):
+            names[i] = f"{name}[{ref}]"
+    given = list(names)
+    counts: dict[str, int] = {}
+    for i, name in enumerate(given):
+        if given.count(name) > 1:
+            counts[name] = counts.get(name, 0) + 1
+            names[i] = f"{name}({counts[name]})"
+    return names
+
+
+# ----------------------------------------------------------------------------- reference geometry
+
+#: How far (in CT voxels, along each CT axis) a reference voxel may lie from the CT voxel it is
+#: scored against. Float32 NIfTI headers round positions by ~1e-5 mm, while a mask shifted or
+#: exported on another grid is off by whole voxels; a tenth of a voxel separates the two.
+GRID_TOLERANCE_VOXELS = 0.1
+
+
+def nifti_display_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int], bool]:
+    """Display affine (LPS, over (i, j, k)), display shape (k, j, i) of a NIfTI from its header,
+    and whether the header states an orientation (sform or qform), as the readers orient it."""
+    import nibabel as nib
+
+    from sarcoscope.io.geometry import display_mapping
+
+    img = nib.load(str(path))
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise GeometryError(f"{path}: a reference of shape {shape}; expected a 2-D or 3-D mask")
+    header = img.header
+    oriented = bool(header.get_sform(coded=True)[1] or header.get_qform(coded=True)[1]) \
+        if hasattr(header, "get_sform") else True
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(img.affine, dtype=float)
+    mapping = display_mapping(lps[:3, :3].T, lps[:3, 3], shape, str(path))  # type: ignore[arg-type]
+    return mapping.affine, tuple(shape[a] for a in mapping.axes), oriented  # type: ignore[return-value]
+
+
+def grid_offset_voxels(affine: np.ndarray, ct_affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Largest distance, in CT voxels along each CT axis (i, j, k), between where ``affine`` and
+    ``ct_affine`` put the same voxel index of a (k, j, i) grid ``shape``.
+
+    Both maps are affine, so the largest distance is at a corner of the grid.
+    """
+    n_k, n_j, n_i = shape
+    corners = np.array([[i, j, k, 1.0] for i in (0, n_i - 1) for j in (0, n_j - 1) for k in (0, n_k - 1)]).T
+    moved_mm = (np.asarray(affine, dtype=float) - np.asarray(ct_affine, dtype=float)) @ corners
+    return np.abs(np.linalg.solve(np.asarray(ct_affine, dtype=float)[:3, :3], moved_mm[:3])).max(axis=1)
+
+
+def _axes_angle_deg(affine: np.ndarray, ct_affine: np.ndarray) -> float:
+    """Largest angle between corresponding display axes of two affines (0 when parallel)."""
+    a = np.asarray(affine, dtype=float)[:3, :3]
+    b = np.asarray(ct_affine, dtype=float)[:3, :3]
+    cos = np.sum(a * b, axis=0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max())
+
+
+def check_reference_geometry(reference: Path, image: Path, volume: CTVolume) -> None:
+    """Refuse a NIfTI reference (label map or per-class masks) that does not lie on the CT's grid.
+
+    The masks are scored pixel by pixel against the CT's slices, so a mask whose header puts
+    its voxels elsewhere (shifted, other spacing, other orientation) would give wrong numbers
+    without any error. DICOM SEG frames are placed by position when read, and a ``.tag`` has
+    no geometry of its own: both are not checked here.
+    """
+    reference = Path(reference)
+    if reference.is_dir():
+        from sarcoscope.train.annotations import find_class_masks
+
+        files = sorted(find_class_masks(reference).values())
+    elif reference.name.lower().endswith((".nii", ".nii.gz")):
+        files = [reference]
+    else:
+        return
+    for path in files:
+        affine, shape, oriented = nifti_display_geometry(path)
+        if shape != volume.shape:
+            raise GeometryError(
+                f"{path}: reference grid {shape} (slices, rows, columns) differs from the CT {image} "
+                f"{volume.shape}; export the reference on the CT's own grid"
+            )
+        offset = grid_offset_voxels(affine, volume.affine, shape)
+        if np.all(offset <= GRID_TOLERANCE_VOXELS):
+            continue
+        ref_mm = np.linalg.norm(affine[:3, :3], axis=0)
+        ct_mm = np.linalg.norm(volume.affine[:3, :3], axis=0)
+        ref_orig, ct_orig = affine[:3, 3], volume.affine[:3, 3]
+        raise GeometryError(
+            f"{path}: the reference does not lie on the grid of the CT {image}: its voxels are up to "
+            f"{offset[0]:.1f}, {offset[1]:.1f}, {offset[2]:.1f} CT voxels (columns, rows, slices) away from the "
+            f"CT's (first voxel at {np.round(ref_orig, 1).tolist()} mm LPS vs {np.round(ct_orig, 1).tolist()}; "
+            f"voxel size {np.round(ref_mm, 3).tolist()} vs {np.round(ct_mm, 3).tolist()} mm; axes rotated by "
+            f"{_axes_angle_deg(affine, volume.affine):.1f}°)"
+            + ("; its header states no orientation (neither sform nor qform)" if not oriented else "")
+            + ". Scoring it pixel by pixel would compare different anatomy: export the mask from the same "
+            "series as the CT (same origin, spacing and orientation) or resample it onto the CT's grid."
+        )

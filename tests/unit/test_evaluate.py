@@ -72,3 +72,35 @@ def test_summary_bland_altman_and_report_files(tmp_path: Path) -> None:
         assert paths[key].stat().st_size > 1000 and paths[key].read_bytes()[:4] == b"\x89PNG"
     table = summary_table({"model": s})
     assert "| model | muscle |" in table
+
+
+def test_case_names_shortest_distinguishing_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sarcoscope.evaluate import case_names
+
+    coll = tmp_path / "coll"
+    imgs = [coll / "A" / "ct.dcm", coll / "B" / "ct.dcm", coll / "C" / "other.dcm"]
+    refs = [p.with_suffix(".nii.gz") for p in imgs]
+    assert case_names(imgs, refs) == ["A/ct.dcm", "B/ct.dcm", "other.dcm"]
+    # distinct names stay short; a relative and an absolute spelling of one file are one image
+    assert case_names([tmp_path / "ct1", tmp_path / "ct2"], refs[:2]) == ["ct1", "ct2"]
+    monkeypatch.chdir(tmp_path)
+    assert case_names([Path("coll/A/ct.dcm"), Path("./coll/B/../B/ct.dcm")], refs[:2]) == ["A/ct.dcm", "B/ct.dcm"]
+    # same image scored against two readers' masks, and a pair given twice: still unique rows
+    same = [imgs[0], imgs[0], imgs[1], imgs[1]]
+    two = [tmp_path / "r1" / "ct.nii.gz", tmp_path / "r2" / "ct.nii.gz", refs[1], refs[1]]
+    names = case_names(same, two)
+    assert names == ["A/ct.dcm[r1/ct.nii.gz]", "A/ct.dcm[r2/ct.nii.gz]", "B/ct.dcm[ct.nii.gz](1)",
+                     "B/ct.dcm[ct.nii.gz](2)"]
+    assert len(set(names)) == len(names)
+
+
+def test_grid_offset_voxels() -> None:
+    from sarcoscope.evaluate import grid_offset_voxels
+
+    ct = np.diag([0.8, 0.8, 3.0, 1.0])
+    assert np.allclose(grid_offset_voxels(ct, ct, (10, 64, 64)), 0.0)
+    shifted = ct.copy()
+    shifted[:3, 3] = [4.0, 0.0, -6.0]  # 5 columns, 2 slices
+    assert np.allclose(grid_offset_voxels(shifted, ct, (10, 64, 64)), [5.0, 0.0, 2.0])
+    bigger = np.diag([0.8, 0.88, 3.0, 1.0])  # rows 10 % larger: the last row is 6.3 rows off
+    assert np.allclose(grid_offset_voxels(bigger, ct, (10, 64, 64)), [0.0, 6.3, 0.0])

@@ -289,3 +289,27 @@ def test_per_class_mask_folder(tmp_path: Path, study: Study, capsys: pytest.Capt
     assert code == 2 and "no per-class mask found (files: psoas.nii.gz)" in capsys.readouterr().err
     code, _, _ = run_eval(tmp_path, study, folder, "--label-map", "1=1")
     assert code == 2 and "does not apply to a folder" in capsys.readouterr().err
+
+
+def test_per_class_mask_off_the_ct_grid_is_refused(tmp_path: Path, study: Study,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """One mask of a folder with the right shape but a header 30 mm away: refused, naming it and the CT."""
+    import nibabel as nib
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for tissue in Tissue:
+        _write_mask(folder / f"{tissue.name.lower()}.nii.gz", study.truth[None].repeat(3, 0) == int(tissue),
+                    study.volume)
+    code, rows, _ = run_eval(tmp_path, study, folder)
+    assert code == 0 and len(rows) == 3  # on the grid (the feet-first CT's stored flip included)
+    sat = folder / "sat.nii.gz"
+    img = nib.load(str(sat))
+    moved = img.affine.copy()
+    moved[2, 3] += 30.0  # 10 slices of 3 mm
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), sat)
+    code, _, _ = run_eval(tmp_path, study, folder)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{sat}: the reference does not lie on the grid of the CT {study.folder}" in err
+    assert "0.0, 0.0, 10.0 CT voxels (columns, rows, slices)" in err

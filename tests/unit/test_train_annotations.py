@@ -33,12 +33,57 @@ def _volume(rows: int, cols: int, flips: tuple[bool, bool, bool]) -> CTVolume:
 
 
 def test_read_tag_and_alberta_map(tmp_path: Path) -> None:
-    raw = np.array([[0, 1, 2], [5, 7, 9]], dtype=np.uint8)
+    raw = np.array([[0, 1, 2], [5, 7, 0]], dtype=np.uint8)
     path = tmp_path / "a.dcm.tag"
     path.write_bytes(_tag_bytes(raw))
     got = read_tag(path, (2, 3))
     assert got.tolist() == raw.tolist()
     assert apply_value_map(got, DEFAULT_TAG_MAP, "t").tolist() == [[0, 1, 2], [3, 4, 0]]
+    assert apply_value_map(got, {**DEFAULT_TAG_MAP, 7: 0}, "t").tolist() == [[0, 1, 2], [3, 0, 0]]  # 0: ignore
+
+
+def test_unmapped_tag_value_is_refused(tmp_path: Path) -> None:
+    """A site storing SAT as 9 once got SAT counted as background (an INFO line only)."""
+    path = tmp_path / "a.dcm.tag"
+    path.write_bytes(_tag_bytes(np.array([[0, 1, 9], [5, 9, 9]], dtype=np.uint8)))
+    with pytest.raises(InputError, match=r"a\.dcm\.tag: mask values 9 \(3 pixels\) are not in the label map "
+                       r"1=1,2=2,5=3,7=4.*--label-map") as info:
+        load_reference(path, _volume(2, 3, (False, False, False)))
+    assert str(path) in str(info.value)
+
+
+def test_tag_map_on_a_nifti_label_map_is_refused(tmp_path: Path) -> None:
+    """`evaluate --references x.nii.gz --label-map 1=1,2=2,5=3,7=4` once scored VAT and SAT against
+    an empty reference (Dice 0); the values the map drops are now named."""
+    import nibabel as nib
+
+    labels = np.array([[1, 2], [3, 4]], dtype=np.uint8)
+    ref = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(labels[:, :, None], np.diag([-1.0, -1.0, 1.0, 1.0])), str(ref))
+    vol = CTVolume(hu=np.zeros((1, 2, 2), dtype=np.int16), affine=np.eye(4),
+                   series=SeriesInfo(source_path="x", format="dicom"))
+    with pytest.raises(InputError, match=r"x\.nii\.gz: mask values 3 \(1 pixels\), 4 \(1 pixels\) are not in"):
+        load_reference(ref, vol, DEFAULT_TAG_MAP)
+    (got,) = load_reference(ref, vol)  # our labels need no map
+    assert sorted(np.unique(got.labels).tolist()) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("header", "body_shape", "message"),
+    [
+        ("[SliceOmatic] version 5.0\n", (8, 8), r"64 pixel bytes after the header \(that is a 8x8 image\), but the "
+         r"paired 4 rows x 4 columns image needs exactly 16; 48 bytes too many"),
+        ("width: 4 height: 4\n", (5, 4), r"20 pixel bytes after the header, but the paired 4 rows x 4 columns image "
+         r"needs exactly 16; 4 bytes too many.*trailing data"),
+    ],
+)
+def test_tag_of_the_wrong_size_is_refused(tmp_path: Path, header: str, body_shape: tuple[int, int], message: str) -> None:
+    """A larger image's tag (no size in its header) or trailing bytes once gave a shifted mask."""
+    path = tmp_path / "big.tag"
+    path.write_bytes(_tag_bytes(np.ones(body_shape), header=header))
+    with pytest.raises(InputError, match=message) as info:
+        read_tag(path, (4, 4))
+    assert str(info.value).startswith(str(path))
 
 
 def test_tag_errors_are_specific(tmp_path: Path) -> None:
@@ -69,7 +114,8 @@ def test_find_pairs(tmp_path: Path) -> None:
     (tmp_path / "a.dcm.tag").write_bytes(b"x")
     (tmp_path / "b.dcm").write_bytes(b"x")
     (tmp_path / "b.nii.gz").write_bytes(b"x")
-    (tmp_path / "c.dcm").write_bytes(b"x")  # no reference: skipped
+    (tmp_path / "c.dcm").write_bytes(b"x")  # no reference: listed
+    (tmp_path / "notes.txt").write_bytes(b"x")  # not an image: ignored
     pairs = find_pairs(tmp_path)
     assert [(i.name, r.name) for i, r in pairs] == [("a.dcm", "a.dcm.tag"), ("b.dcm", "b.nii.gz")]
     with pytest.raises(InputError, match="not a folder"):
@@ -77,3 +123,20 @@ def test_find_pairs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no image with a reference"):
         find_pairs(tmp_path / "empty")
+
+
+def test_unpaired_files_are_listed_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sarcoscope.train.annotations import scan_pairs
+
+    for name in ("a.dcm", "a.dcm.tag", "b.dcm", "b_seg.nii.gz", "sub/c.dcm", "sub/d.tag"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    with caplog.at_level("WARNING"):
+        scan = scan_pairs(tmp_path)
+    assert [i.name for i, _ in scan.pairs] == ["a.dcm"]
+    assert scan.unpaired_text(tmp_path) == [
+        "2 images without a reference mask (not used): b.dcm, sub/c.dcm",
+        "2 masks without an image (not used): b_seg.nii.gz, sub/d.tag",
+    ]
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "b.dcm, sub/c.dcm" in warned and "b_seg.nii.gz, sub/d.tag" in warned

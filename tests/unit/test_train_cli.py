@@ -68,3 +68,28 @@ def test_synthetic_seed_without_synthetic_is_refused(tmp_path: Path, capsys: pyt
                  "--segmenter", "baseline", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "give --synthetic too" in capsys.readouterr().err
+
+
+def test_train_config_typo_in_tag_map_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Once exit 70, "internal error"."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[finetune]\ntag_map = {1=1, x=3}\n")
+    code = main(["train", "--config", str(cfg), "--data", str(tmp_path)])
+    assert code == 2
+    assert "[finetune] tag_map: entry 'x' = 3" in capsys.readouterr().err
+
+
+def test_train_label_map_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import REPO_ROOT
+
+    tiny = str(REPO_ROOT / "configs" / "tiny.toml")
+    assert main(["train", "--config", tiny, "--data", str(tmp_path), "--label-map", "7=44"]) == 2
+    assert "--label-map: entry 7 = 44 is out of range" in capsys.readouterr().err
+    assert main(["train", "--config", tiny, "--label-map", "1=1"]) == 2
+    assert "give --data DIR too" in capsys.readouterr().err
+
+
+def test_train_help_tells_where_finetuning_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "<run_dir>/finetune/<name>-finetuned.onnx" in out.replace("│", "").replace("  ", " ")

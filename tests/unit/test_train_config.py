@@ -38,6 +38,13 @@ def test_shipped_config_never_uses_the_test_stream() -> None:
         ("seed = 1.5\n", "'seed' must be an integer"),
         ("[train]\ndevice = 'tpu'\n", "train.device 'tpu' unknown"),
         ("[train\n", "not valid TOML"),
+        # [finetune] mistakes: once exit 70 "internal error", or blamed on a .tag file (7=44)
+        ("[finetune]\ntag_map = {1=1, x=3}\n", r"\[finetune\] tag_map: entry 'x' = 3 is not an integer pair"),
+        ("[finetune]\ntag_map = {7='SAT'}\n", r"\[finetune\] tag_map: entry '7' = 'SAT' is not an integer pair"),
+        ("[finetune]\ntag_map = [1, 2, 5, 7]\n", r"\[finetune\] tag_map: expected a table .* got \[1, 2, 5, 7\]"),
+        ("[finetune]\ntag_map = {7=44}\n", r"\[finetune\] tag_map: entry 7 = 44 is out of range"),
+        ("[finetune]\nholdout_fraction = 1.0\n", r"\[finetune\] holdout_fraction 1.0 must lie between 0 and 1"),
+        ("[finetune]\nsteps = 0\n", r"\[finetune\] steps must be >= 1"),
     ],
 )
 def test_config_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -62,3 +69,12 @@ def test_cuda_without_a_gpu_is_a_config_error() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="torch sees no GPU"):
             resolve_device("cuda")
+
+
+def test_finetune_tag_map_from_toml() -> None:
+    import tomllib
+
+    from sarcoscope.train.config import parse_value_map
+
+    raw = tomllib.loads("tag_map = {1 = 1, 2 = 2, 5 = 3, 9 = 4}")["tag_map"]
+    assert parse_value_map(raw, "c.toml [finetune] tag_map") == {1: 1, 2: 2, 5: 3, 9: 4}

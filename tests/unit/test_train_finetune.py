@@ -109,3 +109,163 @@ def test_training_from_an_exported_model_keeps_its_batchnorm(tmp_path: Path) -> 
     before, _ = OnnxSegmenter(init, threads=1).logits(s.hu, s.pixel_spacing_mm)
     after, _ = OnnxSegmenter(result.onnx_path, threads=1).logits(s.hu, s.pixel_spacing_mm)
     assert np.abs(after - before).max() < 1e-3 * max(1.0, float(np.abs(before).max()))
+
+
+
+# --- the reviewed fine-tuning path: one small mixed folder (.tag and NIfTI), one run shared by several tests
+
+ALBERTA = {1: 1, 2: 2, 5: 3, 7: 4}
+
+
+def _write_nifti_case(folder: Path, name: str, seed: int) -> tuple[Path, np.ndarray]:
+    from sarcoscope.io import read_ct
+    from sarcoscope.phantom import make_slice, random_params, write_dicom_series, write_nifti
+
+    s = make_slice(random_params(np.random.default_rng(seed), matrix=(160, 160), pixel_spacing_mm=2.5), level="L3")
+    sp = s.pixel_spacing_mm
+    vol = CTVolume(hu=np.round(s.hu)[None].astype(np.int16), affine=np.diag([sp[1], sp[0], 1.0, 1.0]),
+                   series=SeriesInfo(source_path=name, format="phantom"))
+    (path,) = write_dicom_series(vol, folder / name)
+    write_nifti(read_ct(path), path.with_name(path.stem + ".nii.gz"), labels=s.labels[None].astype(np.uint8))
+    return path, s.labels
+
+
+def _tiny_cfg(tmp: Path, **finetune: object):
+    from sarcoscope.train.config import load_config
+
+    cfg = load_config(REPO_ROOT / "configs" / "tiny.toml")  # its grid: 2.0 mm
+    return replace(cfg, run_dir=str(tmp / "run"), finetune=replace(cfg.finetune, **{"steps": 3, **finetune}),
+                   train=replace(cfg.train, val_every=1, batch_size=2))
+
+
+def _init_model(path: Path) -> Path:
+    """A small sarcoscope ONNX file on a 1.5 mm grid (not the tiny config's 2.0 mm)."""
+    from sarcoscope.segment.onnx_model import GridSpec
+    from sarcoscope.train.export import export_onnx
+    from sarcoscope.train.model import UNet
+
+    torch.manual_seed(0)
+    export_onnx(UNet(2, 4, (8, 16, 32, 64)), GridSpec(spacing_mm=1.5, divisor=8), path, name="init", version="0")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """5 annotated slices (3 .tag, 2 NIfTI), one image without a mask and one mask without an image,
+    fine-tuned once from a 1.5 mm model with --label-map; records the slices and grid each set was built on."""
+    import sarcoscope.train.finetune as ft
+
+    tmp = tmp_path_factory.mktemp("mixed")
+    data = tmp / "data"
+    truth = {}
+    for i in range(5):
+        path, labels = (_write_case(data, f"t{i}", 200 + i, "HFS") if i % 2 == 0
+                        else _write_nifti_case(data, f"n{i}", 200 + i))
+        truth[path.relative_to(data).as_posix() + "#0"] = labels
+    lonely = data / "lonely" / "x.dcm"
+    lonely.parent.mkdir()
+    lonely.write_bytes(next((data / "t0").iterdir()).read_bytes())
+    (data / "n1" / "orphan_seg.nii.gz").write_bytes(b"not read")
+    built: list[tuple[list[str], float]] = []
+    real_as_set = ft._as_set
+
+    def recording_as_set(items, cfg, spec, path):  # type: ignore[no-untyped-def]
+        built.append(([it.case for it in items], spec.spacing_mm))
+        return real_as_set(items, cfg, spec, path)
+
+    init = _init_model(tmp / "init.onnx")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ft, "_as_set", recording_as_set)
+        report = ft.finetune(_tiny_cfg(tmp), data, init=init, out=tmp / "out" / "my.onnx", value_map=ALBERTA)
+    return {"tmp": tmp, "data": data, "truth": truth, "init": init, "report": report, "built": built}
+
+
+def test_tag_map_applies_to_tag_files_only(mixed: dict) -> None:
+    """--label-map 1=1,2=2,5=3,7=4 (for .tag files) once turned the NIfTI maps' VAT (3) and SAT (4)
+    into background; NIfTI label maps keep our labels."""
+    from sarcoscope.train.finetune import load_annotated
+
+    items = load_annotated(mixed["data"], ALBERTA, {1: 1})
+    assert len(items) == 5
+    for it in items:
+        assert np.array_equal(it.labels, mixed["truth"][it.case]), it.case
+    assert any(it.case.startswith("n") and (it.labels == 4).any() for it in items)
+
+
+def test_unknown_tag_value_is_refused_naming_file_and_values(mixed: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from sarcoscope.errors import InputError
+    from sarcoscope.train.finetune import finetune
+
+    data = tmp_path / "data"
+    shutil.copytree(mixed["data"], data)
+    tag = next((data / "t2").glob("*.tag"))
+    raw = bytearray(tag.read_bytes())
+    ff = raw.index(b"\x0c")
+    body = np.frombuffer(bytes(raw[ff + 1 :]), np.uint8).copy()
+    body[body == 7] = 9  # this site stores SAT as 9
+    tag.write_bytes(bytes(raw[: ff + 1]) + body.tobytes())
+    with pytest.raises(InputError, match=r"mask values 9 \(\d+ pixels\) are not in the label map") as info:
+        finetune(_tiny_cfg(tmp_path), data, init=None, out=tmp_path / "m.onnx")
+    assert str(tag) in str(info.value) and "tag_map" in str(info.value) and "9=4" in str(info.value)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_heldout_slices_never_train_nor_choose_the_weights(mixed: dict) -> None:
+    import json
+
+    report = mixed["report"]
+    card = json.loads(report.onnx_path.with_suffix(".json").read_text())
+    held = set(card["holdout_cases"])
+    assert len(held) == report.n_holdout == 1 and report.n_val == 1 and report.n_train == 3
+    used = [case for cases, _ in mixed["built"] for case in cases]  # training and validation sets given to fit
+    assert used and not held & set(used)
+    text = report.report_path.read_text()
+    assert "never used to choose the weights" in text and "validation slice(s) carved from the training" in text
+
+
+def test_finetuning_keeps_the_init_models_grid(mixed: dict) -> None:
+    from sarcoscope.segment.onnx_model import OnnxSegmenter
+
+    assert {spacing for _, spacing in mixed["built"]} == {1.5}
+    assert OnnxSegmenter(mixed["report"].onnx_path).spec.spacing_mm == 1.5
+    text = mixed["report"].report_path.read_text()
+    assert "the config's grid (2 mm" in text and "uses the model's grid" in text
+
+
+def test_report_names_the_model_and_lists_unpaired_files(mixed: dict) -> None:
+    import hashlib
+
+    report = mixed["report"]
+    assert report.report_path == mixed["tmp"] / "out" / "my-report" / "summary.md"
+    text = report.report_path.read_text()
+    sha = hashlib.sha256(report.onnx_path.read_bytes()).hexdigest()
+    assert f"`my.onnx` (sha256 {sha})" in text and report.sha256 == sha
+    assert "images without a reference mask (not used): lonely/x.dcm" in text
+    assert "masks without an image (not used): n1/orphan_seg.nii.gz" in text
+
+
+def test_rerun_replaces_its_own_report_only(mixed: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A rerun (here without --init) leaves no stale *_before.* files or metrics lines, keeps
+    files it did not write, and does not warn that the card describes another file."""
+    import json
+    import shutil
+
+    from sarcoscope.train.finetune import finetune
+
+    out_dir = tmp_path / "out"
+    shutil.copytree(mixed["tmp"] / "out", out_dir)
+    report_dir = out_dir / "my-report"
+    assert (report_dir / "cases_before.csv").is_file()
+    first_lines = (report_dir / "metrics.jsonl").read_text().splitlines()
+    (report_dir / "notes.txt").write_text("mine")
+    with caplog.at_level("WARNING"):
+        report = finetune(_tiny_cfg(tmp_path, steps=2), mixed["data"], init=None, out=out_dir / "my.onnx")
+    assert not (report_dir / "cases_before.csv").exists() and (report_dir / "cases_after.csv").is_file()
+    assert (report_dir / "notes.txt").read_text() == "mine"
+    lines = [json.loads(x) for x in (report_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(first_lines) == 3 and [r["step"] for r in lines] == [1, 2]
+    assert report.sha256 in report.report_path.read_text()
+    assert "a fresh network" in report.report_path.read_text()
+    assert not [r for r in caplog.records if "describes a different file" in r.getMessage()]

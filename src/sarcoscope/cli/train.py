@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -58,15 +59,26 @@ def train_command(
     data: Path = typer.Option(
         None, "--data", help="Fine-tune on your own annotated slices: a folder of DICOM files with .tag or NIfTI masks."
     ),
-    out: Path = typer.Option(None, "--out", help="ONNX file to write (default: the config's 'out')."),
+    out: Path = typer.Option(
+        None, "--out",
+        help="ONNX file to write. Default: the config's 'out' when training; with --data "
+        "<run_dir>/finetune/<name>-finetuned.onnx, its report in the folder <out stem>-report beside it.",
+    ),
     label_map: str = typer.Option(
-        None, "--label-map", help="Mask value mapping for --data, e.g. '1=1,2=2,5=3,7=4' (Slice-O-Matic default)."
+        None, "--label-map",
+        help="With --data: Slice-O-Matic .tag value to our label (1 muscle, 2 IMAT, 3 VAT, 4 SAT, 0 ignore), "
+        "replacing the config's [finetune] tag_map (default '1=1,2=2,5=3,7=4'). NIfTI masks must hold 1-4.",
     ),
 ) -> None:
     """Train the segmentation model from a config (synthetic phantom data), or fine-tune it on yours."""
-    from sarcoscope.train.config import load_config
+    from sarcoscope.train.config import load_config, parse_value_map
 
     cfg = load_config(config)
+    tag_map = _parse_map(label_map)
+    if tag_map is not None:
+        if data is None:
+            raise ConfigError("--label-map maps the .tag values of --data; give --data DIR too, or leave it out")
+        tag_map = parse_value_map(tag_map, "--label-map")
     _require_torch()
     init_path: Path | None = None
     if init:
@@ -81,9 +93,10 @@ def train_command(
     if data is not None:
         from sarcoscope.train.finetune import finetune
 
-        report = finetune(cfg, data, init=init_path, out=out, value_map=_parse_map(label_map))
-        typer.echo(f"fine-tuned model: {report.onnx_path} (sha256 {report.sha256[:12]}…)")
-        typer.echo(f"report: {report.report_path}")
+        report = finetune(cfg, data, init=init_path, out=out, value_map=tag_map)
+        typer.echo(f"fine-tuned model: {report.onnx_path} (sha256 {report.sha256})")
+        typer.echo(f"report: {report.report_path} ({report.n_holdout} held-out slices; weights chosen by "
+                   f"{report.selection})")
         return
     from sarcoscope.train.loop import train_from_config
 
@@ -105,7 +118,11 @@ def evaluate_command(
     segmenter: list[SegmenterChoice] = typer.Option(
         None, "--segmenter", help="Segmenter(s) to evaluate: model (default) and/or baseline; repeat for both."
     ),
-    model: Path = typer.Option(None, "--model", help="ONNX model file (default: the shipped model)."),
+    model: Path = typer.Option(
+        None, "--model",
+        help="ONNX model file scored as the 'model' segmenter (default: the shipped model); implies "
+        "--segmenter model. Add --segmenter model --segmenter baseline to see it beside the baseline.",
+    ),
     synthetic: int = typer.Option(
         0, "--synthetic", help="Instead of --images: the first N slices of the held-out phantom test set."
     ),
@@ -119,17 +136,27 @@ def evaluate_command(
         help="Reference value (label map, .tag) or segment number (DICOM SEG) to our label (1 muscle, 2 IMAT, "
         "3 VAT, 4 SAT, 0 ignore), e.g. '1=1,2=2,5=3,7=4'.",
     ),
-    out: Path = typer.Option(Path("evaluation"), "--out", help="Folder for the CSV, summary JSON and plots."),
+    out: Path = typer.Option(
+        Path("evaluation"), "--out",
+        help="Folder for the CSV, summary JSON and plots. A rerun replaces the earlier evaluation's files there "
+        "(only those); other files are kept.",
+    ),
 ) -> None:
     """Compare segmentations with reference masks: Dice, area and mean-HU error, Bland–Altman plots."""
+    from sarcoscope.cli.analyze import check_output_paths
     from sarcoscope.evaluate import summary_table
     from sarcoscope.train.assess import evaluate_pairs, evaluate_synthetic, make_segmenters
 
-    choices = [s.value for s in (segmenter or [SegmenterChoice.model])]
+    choices = list(dict.fromkeys(s.value for s in (segmenter or [SegmenterChoice.model])))
+    if model is not None and "model" not in choices:
+        raise ConfigError(
+            f"--model {model} was given with --segmenter {' --segmenter '.join(choices)} only, so the model "
+            "would not be scored. To score it, add --segmenter model (with --segmenter baseline for a "
+            "side-by-side), or drop --model."
+        )
     if synthetic:
         if images or references:
             raise ConfigError("use either --synthetic N or --images/--references, not both")
-        summaries = evaluate_synthetic(make_segmenters(choices, model), synthetic, out, seed=synthetic_seed)
     else:
         if synthetic_seed is not None:
             raise ConfigError("--synthetic-seed chooses the phantom stream of --synthetic N; give --synthetic too")
@@ -137,10 +164,60 @@ def evaluate_command(
             raise ConfigError(
                 f"give one --references per --images (got {len(images or [])} images, {len(references or [])} references)"
             )
-        value_map = _parse_map(label_map)
-        summaries = evaluate_pairs(make_segmenters(choices, model), list(zip(images, references)), out, value_map=value_map)
+    value_map = _parse_map(label_map)
+    check_output_paths(out_dir=out, labels_path=None, csv_path=None)
+    segmenters = make_segmenters(choices, model)
+    if synthetic:
+        summaries = _staged_evaluation(
+            out, lambda folder: evaluate_synthetic(segmenters, synthetic, folder, seed=synthetic_seed))
+    else:
+        pairs = list(zip(images, references))
+        summaries = _staged_evaluation(
+            out, lambda folder: evaluate_pairs(segmenters, pairs, folder, value_map=value_map))
     typer.echo(summary_table(summaries))
+    for name, seg in segmenters.items():
+        if getattr(seg, "path", None) is not None:
+            typer.echo(f"{name}: {seg.path} (sha256 {(seg.sha256 or '')[:12]}…)")  # type: ignore[attr-defined]
     typer.echo(f"written to {out}")
+
+
+def _staged_evaluation(out: Path, run: Callable[[Path], dict[str, dict]]) -> dict[str, dict]:
+    """Run an evaluation into a staging folder inside ``out``, then publish it all at once.
+
+    Publishing replaces the files of an earlier evaluation in ``out`` — exactly the names this
+    command writes (``evaluate.output_file_names``), those of segmenters not scored this time
+    too — so the folder never mixes two runs; any other file is left alone. A failed run leaves
+    the earlier results as they were.
+    """
+    from sarcoscope.cli.analyze import _Staging
+    from sarcoscope.errors import ExportError
+    from sarcoscope.evaluate import output_file_names
+
+    def write_error(exc: OSError) -> ExportError:
+        return ExportError(
+            f"--out {out}: cannot write the evaluation ({exc.strerror or exc}: {exc.filename or ''}); check "
+            "the folder is writable and the disk is not full, or choose another --out."
+        )
+
+    stage = _Staging()
+    try:
+        try:
+            staged = stage.stage_dir(Path(out))
+        except OSError as exc:
+            raise write_error(exc) from exc
+        summaries = run(staged)
+        new = sorted(p for p in staged.iterdir() if p.is_file())
+        stage.moves.extend((p, Path(out) / p.name) for p in new)
+        ours = output_file_names([c.value for c in SegmenterChoice])
+        stage.stale.extend(Path(out) / n for n in sorted(ours - {p.name for p in new}) if (Path(out) / n).is_file())
+        try:
+            stage.commit()
+        except OSError as exc:
+            raise write_error(exc) from exc
+    except BaseException:
+        stage.cleanup()
+        raise
+    return summaries
 
 
 def register(app: typer.Typer) -> None:

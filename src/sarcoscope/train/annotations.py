@@ -8,6 +8,14 @@ after applying a configurable value map, and says which tissues the reference an
 
 Pairing in a fine-tuning folder: for each DICOM file ``X`` (any name, ``.dcm`` or none),
 its reference is ``X.tag``, ``<stem>.tag``, ``<stem>.nii.gz`` or ``<stem>.nii`` beside it.
+Images without a reference and references without an image are listed (``scan_pairs``).
+
+Mask values that the value map does not name are refused, in ``train`` and ``evaluate`` alike:
+a hospital validating the model cites Dice and area agreement, and a reference class turned
+silently into background (SAT stored as tag 9, or a VAT/SAT label map read with a tag map)
+makes those numbers wrong without any sign. The message names the file, the values and their
+pixel counts, and how to map them (``0`` ignores a value on purpose). DICOM SEG references
+already refuse unknown segments the same way (``train.seg_reference``).
 """
 
 from __future__ import annotations
@@ -30,8 +38,25 @@ DEFAULT_TAG_MAP: dict[int, int] = {1: 1, 2: 2, 5: 3, 7: 4}
 IDENTITY_MAP: dict[int, int] = {1: 1, 2: 2, 3: 3, 4: 4}
 
 
-def apply_value_map(raw: np.ndarray, value_map: dict[int, int], what: str) -> np.ndarray:
-    """Map raw mask values to our labels; values not in the map become background (logged)."""
+#: What to do about unmapped values, when the caller has nothing more specific to say.
+MAP_HINT = (
+    "say what each value is with --label-map SOURCE=TARGET (targets 1 muscle, 2 IMAT, 3 VAT, 4 SAT; "
+    "e.g. 9=4 if 9 is SAT), or map it to 0 to ignore it on purpose; a label map that already holds "
+    "sarcoscope's labels 1-4 needs no --label-map"
+)
+
+
+def format_value_map(value_map: dict[int, int]) -> str:
+    """``{1: 1, 5: 3}`` → ``1=1,5=3`` (the ``--label-map`` syntax)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(value_map.items()))
+
+
+def apply_value_map(raw: np.ndarray, value_map: dict[int, int], what: str, *, hint: str = MAP_HINT) -> np.ndarray:
+    """Map raw mask values to our labels 0..4.
+
+    A non-zero value the map does not name raises ``InputError`` (file, values, pixel counts,
+    ``hint``) instead of becoming background: see the module docstring for why.
+    """
     lut = np.zeros(256, dtype=np.uint8)
     for src, dst in value_map.items():
         if not (0 <= int(src) <= 255 and 0 <= int(dst) <= 4):
@@ -40,15 +65,23 @@ def apply_value_map(raw: np.ndarray, value_map: dict[int, int], what: str) -> np
     if raw.size and (raw.min() < 0 or raw.max() > 255):
         raise InputError(f"{what}: mask values {raw.min()}..{raw.max()} are not label values 0..255")
     raw8 = raw.astype(np.uint8)
-    unmapped = sorted(set(np.unique(raw8).tolist()) - set(value_map) - {0})
+    values, counts = np.unique(raw8, return_counts=True)
+    unmapped = [(int(v), int(c)) for v, c in zip(values, counts) if v != 0 and int(v) not in value_map]
     if unmapped:
-        logger.info("%s: mask values %s are not in the label map and count as background", what, unmapped)
+        listed = ", ".join(f"{v} ({c} pixels)" for v, c in unmapped)
+        raise InputError(
+            f"{what}: mask values {listed} are not in the label map {format_value_map(value_map)}; "
+            f"they would count as background and make the numbers wrong. To fix: {hint}"
+        )
     return lut[raw8]
 
 
 def read_tag(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """Read a Slice-O-Matic ``.tag`` file: ASCII header up to a form feed (0x0C), then one byte
     per pixel in stored row order. Returns raw tag values, (rows, columns) as stored in the DICOM.
+
+    The pixel part must hold exactly rows x columns bytes: a longer one belongs to a larger
+    image or carries trailing data, and reading any part of it would misplace every pixel.
     """
     path = Path(path)
     try:
@@ -69,14 +102,18 @@ def read_tag(path: Path, shape: tuple[int, int]) -> np.ndarray:
             "is it paired with the right DICOM file?"
         )
     n = rows * cols
-    if len(body) < n:
-        raise InputError(
-            f"{path}: {len(body)} pixel bytes after the header, the {cols}x{rows} image needs {n}; "
-            "the file is truncated or belongs to another image"
+    if len(body) != n:
+        side = int(round(len(body) ** 0.5))
+        guess = f" (that is a {side}x{side} image)" if side * side == len(body) and len(body) > n else ""
+        problem = (
+            "the file is truncated or belongs to another image" if len(body) < n
+            else f"{len(body) - n} bytes too many: the tag belongs to a larger image or carries trailing data"
         )
-    if len(body) > n:
-        # some writers pad the header to a block size before the form feed or after it
-        body = body[len(body) - n :]
+        raise InputError(
+            f"{path}: {len(body)} pixel bytes after the header{guess}, but the paired {rows} rows x {cols} "
+            f"columns image needs exactly {n}; {problem}. Export the tag again from this image in "
+            "Slice-O-Matic, or pair it with the image it was drawn on"
+        )
     return np.frombuffer(body, dtype=np.uint8).reshape(rows, cols).copy()
 
 
@@ -150,7 +187,8 @@ class ReferenceSlice:
 
 
 def load_reference(
-    ref_path: Path, volume: CTVolume, value_map: dict[int, int] | None = None, *, image_file: Path | None = None
+    ref_path: Path, volume: CTVolume, value_map: dict[int, int] | None = None, *, image_file: Path | None = None,
+    map_hint: str = MAP_HINT,
 ) -> list[ReferenceSlice]:
     """Annotated slices of ``volume`` from any supported reference, in display orientation.
 
@@ -162,6 +200,9 @@ def load_reference(
     * ``.tag``: one slice, the DICOM file ``image_file`` (or the volume's only slice);
       ``value_map`` defaults to the Alberta tags.
     * DICOM SEG: see ``train.seg_reference``; ``value_map`` maps segment numbers.
+
+    A label-map or ``.tag`` value that ``value_map`` does not name is an ``InputError`` whose
+    advice is ``map_hint`` (the caller knows which option or setting holds the map).
     """
     ref_path = Path(ref_path)
     if not ref_path.exists():
@@ -175,12 +216,12 @@ def load_reference(
             )
         return _load_class_masks(ref_path, volume)
     if name.endswith(".tag"):
-        return [_load_tag(ref_path, volume, value_map or DEFAULT_TAG_MAP, image_file)]
+        return [_load_tag(ref_path, volume, value_map or DEFAULT_TAG_MAP, image_file, map_hint)]
     if name.endswith((".nii", ".nii.gz")):
         data = _nifti_on_grid(ref_path, volume, "label map")
         vmap = value_map or IDENTITY_MAP
-        out = [ReferenceSlice(k, apply_value_map(data[k], vmap, str(ref_path)))
-               for k in range(data.shape[0]) if np.any(data[k])]
+        mapped = apply_value_map(data, vmap, str(ref_path), hint=map_hint)
+        out = [ReferenceSlice(k, mapped[k]) for k in range(data.shape[0]) if np.any(data[k])]
         if not out:
             raise InputError(f"{ref_path}: the label map is empty (no labelled pixel)")
         return out
@@ -189,7 +230,9 @@ def load_reference(
     return read_seg_reference(ref_path, volume, value_map)
 
 
-def _load_tag(ref_path: Path, volume: CTVolume, vmap: dict[int, int], image_file: Path | None) -> ReferenceSlice:
+def _load_tag(
+    ref_path: Path, volume: CTVolume, vmap: dict[int, int], image_file: Path | None, map_hint: str
+) -> ReferenceSlice:
     k = 0
     if volume.n_slices > 1:
         if image_file is None or not volume.slice_files:
@@ -203,7 +246,7 @@ def _load_tag(ref_path: Path, volume: CTVolume, vmap: dict[int, int], image_file
     rows, cols = volume.hu.shape[1:]
     stored_shape = (grid.shape[1], grid.shape[2]) if grid is not None else (rows, cols)
     raw = read_tag(ref_path, stored_shape)
-    return ReferenceSlice(k, apply_value_map(stored_to_display_2d(raw, volume), vmap, str(ref_path)))
+    return ReferenceSlice(k, apply_value_map(stored_to_display_2d(raw, volume), vmap, str(ref_path), hint=map_hint))
 
 
 def _nifti_on_grid(path: Path, volume: CTVolume, what: str) -> np.ndarray:
@@ -271,24 +314,64 @@ def _load_class_masks(folder: Path, volume: CTVolume) -> list[ReferenceSlice]:
     return out
 
 
-def find_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(image, reference) pairs in a fine-tuning folder (see the module docstring)."""
+MASK_SUFFIXES = (".tag", ".nii", ".nii.gz")
+#: Files in a fine-tuning folder that are neither images nor masks (notes, tables, OS clutter).
+_NOT_IMAGES = (".json", ".csv", ".txt", ".md")
+
+
+@dataclass(frozen=True)
+class PairScan:
+    """What ``scan_pairs`` found: the (image, reference) pairs and every file left unpaired."""
+
+    pairs: tuple[tuple[Path, Path], ...]
+    images_without_mask: tuple[Path, ...]
+    masks_without_image: tuple[Path, ...]
+
+    def unpaired_text(self, folder: Path) -> list[str]:
+        """One line per kind of unpaired file (empty when every file is paired), names relative to ``folder``."""
+        lines = []
+        for what, files in (("images without a reference mask", self.images_without_mask),
+                            ("masks without an image", self.masks_without_image)):
+            if files:
+                names = [f.relative_to(folder).as_posix() for f in files]
+                lines.append(f"{len(files)} {what} (not used): {', '.join(names)}")
+        return lines
+
+
+def scan_pairs(folder: Path) -> PairScan:
+    """Pair images with references in a fine-tuning folder (see the module docstring).
+
+    Unpaired files are logged as a warning (a mask named ``X_seg.nii.gz`` beside ``X.dcm`` is
+    not paired; silently training on fewer slices than the user annotated is a surprise).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; --data needs a folder of DICOM slices with reference masks")
-    pairs = []
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        low = f.name.lower()
-        if low.endswith((".tag", ".nii", ".nii.gz", ".json", ".csv", ".txt", ".md")):
-            continue
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    masks = [f for f in files if f.name.lower().endswith(MASK_SUFFIXES)]
+    images = [f for f in files if f not in masks and not f.name.lower().endswith(_NOT_IMAGES)
+              and f.name.upper() != "DICOMDIR"]
+    pairs, lonely = [], []
+    for f in images:
         stem = f.name[: -len(f.suffix)] if f.suffix.lower() == ".dcm" else f.name
         for cand in (f.with_name(f.name + ".tag"), f.with_name(stem + ".tag"),
                      f.with_name(stem + ".nii.gz"), f.with_name(stem + ".nii")):
             if cand.is_file():
                 pairs.append((f, cand))
                 break
+        else:
+            lonely.append(f)
+    used = {ref for _, ref in pairs}
+    scan = PairScan(tuple(pairs), tuple(lonely), tuple(m for m in masks if m not in used))
+    for line in scan.unpaired_text(folder):
+        logger.warning("%s: %s; a reference pairs with X.dcm as X.dcm.tag, X.tag, X.nii.gz or X.nii", folder, line)
     if not pairs:
         raise InputError(
             f"{folder}: no image with a reference mask found; put X.dcm beside X.dcm.tag, X.tag or X.nii.gz"
         )
-    return pairs
+    return scan
+
+
+def find_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(image, reference) pairs in a fine-tuning folder (see ``scan_pairs``)."""
+    return list(scan_pairs(folder).pairs)

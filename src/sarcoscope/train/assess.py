@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.evaluate import CaseAgreement, compare_case, summarise, summary_table, write_report
+from sarcoscope.evaluate import (
+    CaseAgreement,
+    case_names,
+    check_reference_geometry,
+    compare_case,
+    summarise,
+    summary_table,
+    write_report,
+)
 from sarcoscope.segment.base import Segmenter
 from sarcoscope.train.config import LEVELS
 from sarcoscope.train.data import STREAM_TEST, TEST_SEED, SliceSource, generator_fingerprint, draw_slice
@@ -116,16 +124,20 @@ def evaluate_pairs(
     cases: dict[str, list[CaseAgreement]] = {name: [] for name in segmenters}
     timings: dict[str, list[float]] = {name: [] for name in segmenters}
     levels = []
-    for image, ref in pairs:
+    names = case_names([Path(i) for i, _ in pairs], [Path(r) for _, r in pairs])
+    for (image, ref), case in zip(pairs, names):
         volume = read_ct(Path(image))
-        for rs in load_reference(Path(ref), volume, value_map, image_file=Path(image) if Path(image).is_file() else None):
+        image_file = Path(image) if Path(image).is_file() else None
+        ref_slices = load_reference(Path(ref), volume, value_map, image_file=image_file)
+        check_reference_geometry(Path(ref), Path(image), volume)
+        for rs in ref_slices:
             hu = volume.slice_hu(rs.k)
             levels.append("user")
             for name, seg in segmenters.items():
                 t = time.perf_counter()
                 pred = seg.segment(hu, volume.pixel_spacing_mm)
                 timings[name].append(time.perf_counter() - t)
-                cases[name].append(compare_case(f"{Path(image).name}#{rs.k}", hu, pred, rs.labels,
+                cases[name].append(compare_case(f"{case}#{rs.k}", hu, pred, rs.labels,
                                                 volume.pixel_spacing_mm, rs.tissues))
     meta = {"set": "user references", "n": len(levels),
             "segmenters": {k: {"name": v.name, "version": v.version, "sha256": v.sha256} for k, v in segmenters.items()}}

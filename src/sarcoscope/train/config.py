@@ -87,7 +87,13 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Bring-your-own annotations: how tags map to our labels and how to split."""
+    """Bring-your-own annotations (``train --init MODEL --data DIR``).
+
+    ``tag_map``: Slice-O-Matic tag value → our label (1 muscle, 2 IMAT, 3 VAT, 4 SAT, 0 ignore),
+    for ``.tag`` files only; ``holdout_fraction``: share of the slices held out for the
+    before/after report (never trained on, never used to pick the checkpoint); ``steps`` and
+    ``lr``: the fine-tuning budget (``[train]`` batch_size, crop, val_every, max_minutes apply too).
+    """
 
     tag_map: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 5: 3, 7: 4})
     holdout_fraction: float = 0.25
@@ -137,7 +143,7 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
         if isinstance(default, tuple):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         elif isinstance(default, dict):
-            value = {int(k): int(v) for k, v in value.items()}
+            value = parse_value_map(value, f"{where} {key}")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{key}: expected true/false, got {value!r}")
@@ -147,6 +153,36 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
             raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def parse_value_map(raw: object, where: str) -> dict[int, int]:
+    """A value map (source 0..255 → label 0..4) from a TOML table or a parsed ``--label-map``.
+
+    Raises ConfigError naming ``where`` (the setting or option), so a typo in a config is never
+    blamed on a mask file nor reported as an internal error.
+    """
+    example = "{1 = 1, 2 = 2, 5 = 3, 7 = 4}" if "[" in where else "1=1,2=2,5=3,7=4"
+    what = "labels 1 muscle, 2 IMAT, 3 VAT, 4 SAT, 0 to ignore a value"
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(
+            f"{where}: expected a table of tag value = label pairs such as {example} ({what}), got {raw!r}"
+        )
+    out: dict[int, int] = {}
+    for src, dst in raw.items():
+        try:
+            s, d = int(src), dst
+            if isinstance(d, bool) or not isinstance(d, int):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where}: entry {src!r} = {dst!r} is not an integer pair; write it like {example} ({what})"
+            ) from None
+        if not (0 <= s <= 255 and 0 <= d <= 4):
+            raise ConfigError(
+                f"{where}: entry {s} = {d} is out of range; source values are 0..255 and targets 0..4 ({what})"
+            )
+        out[s] = d
+    return out
 
 
 def load_config(path: Path) -> Config:
@@ -201,6 +237,15 @@ def _validate(cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path} train.device '{t.device}' unknown; use 'cpu', 'cuda' or 'auto'")
     if t.steps < 1 or t.batch_size < 1:
         raise ConfigError(f"{path} train.steps and train.batch_size must be >= 1")
+    f = cfg.finetune
+    if not 0.0 < f.holdout_fraction < 1.0:
+        raise ConfigError(
+            f"{path} [finetune] holdout_fraction {f.holdout_fraction} must lie between 0 and 1 (e.g. 0.25)"
+        )
+    if f.steps < 1:
+        raise ConfigError(f"{path} [finetune] steps must be >= 1, got {f.steps}")
+    if not f.lr > 0:
+        raise ConfigError(f"{path} [finetune] lr must be positive, got {f.lr}")
 
 
 def with_overrides(cfg: Config, **kwargs: Any) -> Config:
