@@ -43,7 +43,7 @@ class SegmenterOption(str, enum.Enum):
 
 
 @dataclass
-class _Staging:
+class Staging:
     """Files written under temporary names, moved into place by :meth:`commit`."""
 
     moves: list[tuple[Path, Path]] = field(default_factory=list)  # (staged, final)
@@ -107,7 +107,7 @@ def write_outputs(
 
     t0 = time.perf_counter()
     check_output_paths(out_dir=out_dir, labels_path=labels_path, csv_path=csv_path)
-    stage = _Staging()
+    stage = Staging()
     try:
         json_staged: Path | None = None
         if out_dir is not None:
@@ -602,4 +602,4 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
 
 
-__all__ = ["register", "run_analysis", "write_outputs", "print_result"]
+__all__ = ["Staging", "check_output_paths", "register", "run_analysis", "write_outputs", "print_result"]

@@ -189,7 +189,7 @@ def _staged_evaluation(out: Path, run: Callable[[Path], dict[str, dict]]) -> dic
     too — so the folder never mixes two runs; any other file is left alone. A failed run leaves
     the earlier results as they were.
     """
-    from sarcoscope.cli.analyze import _Staging
+    from sarcoscope.cli.analyze import Staging
     from sarcoscope.errors import ExportError
     from sarcoscope.evaluate import output_file_names
 
@@ -199,7 +199,7 @@ def _staged_evaluation(out: Path, run: Callable[[Path], dict[str, dict]]) -> dic
             "the folder is writable and the disk is not full, or choose another --out."
         )
 
-    stage = _Staging()
+    stage = Staging()
     try:
         try:
             staged = stage.stage_dir(Path(out))
