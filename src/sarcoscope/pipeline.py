@@ -74,6 +74,7 @@ def analyze(
         volume = _read(source, settings)
         timings["read"] = time.perf_counter() - t0
         check_hounsfield(volume.hu, _where(source))
+        _check_orientation(volume, _where(source))
     warnings.extend(volume.series.warnings)
 
     patient = settings.patient(volume.patient)
@@ -307,6 +308,23 @@ def choose_slices(volume: CTVolume, settings: AnalysisSettings) -> SliceChoice:
     from sarcoscope.locate import find_l3
 
     return find_l3(volume, _locate_settings(settings))
+
+
+def _check_orientation(volume: CTVolume, where: str) -> None:
+    """Refuse a NIfTI volume stored upside down (``locate.orientation``). DICOM geometry comes
+    from ImageOrientationPatient, which scanners write right; NIfTI affines are often rewritten
+    by conversion tools, and a wrong one cannot be seen in the header."""
+    if volume.series.format != "nifti" or volume.is_partial:
+        return
+    from sarcoscope.locate.orientation import upside_down
+
+    if upside_down(volume):
+        raise InputError(
+            f"{where}: the image is upside down — the spine is found only with the patient's back at "
+            "the top, and every stage expects the front at the top. The file's affine (orientation) is "
+            "wrong: typically LPS coordinates labelled as RAS by a conversion tool. Re-create the NIfTI "
+            "from the DICOM series (e.g. with dcm2niix) or give the DICOM series itself."
+        )
 
 
 def _where(source: Path | str | CTVolume) -> str:

@@ -55,3 +55,27 @@ def test_a_single_slice_says_its_level_is_not_checked():
     vol, _ = fake_volume(1)
     result = analyze(vol, AnalysisSettings(), segmenter=LookupSegmenter())
     assert any("single-slice input: its vertebral level cannot be checked" in w for w in result.warnings)
+
+
+def test_an_upside_down_nifti_is_refused_and_a_right_one_is_not(real_ct, tmp_path):
+    import nibabel as nib
+
+    from sarcoscope.io import read_ct
+    from sarcoscope.locate.orientation import spine_pattern_share, upside_down
+    from sarcoscope.phantom import make_volume, write_nifti
+
+    volume = read_ct(real_ct / "ts-liver-dome-j2k")  # real CT, 20 slices
+    right = write_nifti(volume, tmp_path / "right.nii")
+    img = nib.load(str(right))
+    wrong_affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine  # LPS labelled as RAS
+    wrong = tmp_path / "wrong.nii"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), wrong_affine), str(wrong))
+    seg = LookupSegmenter()
+    assert analyze(right, AnalysisSettings(slices="10"), segmenter=seg).choice.indices
+    with pytest.raises(InputError, match=r"wrong.nii: the image is upside down.*LPS coordinates labelled as RAS"):
+        analyze(wrong, AnalysisSettings(slices="10"), segmenter=seg)
+    assert spine_pattern_share(read_ct(right)) >= 0.5
+    # a phantom volume, where the pattern matches both ways, is never called upside down
+    ph = make_volume(random_params(np.random.default_rng(1), matrix=(128, 128), pixel_spacing_mm=3.0),
+                     coverage="abdomen", slice_spacing_mm=10.0)
+    assert not upside_down(ph.volume)
