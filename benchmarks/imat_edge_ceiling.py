@@ -21,7 +21,7 @@ seed 777):
 
     .venv/bin/python benchmarks/imat_edge_ceiling.py --seed 4242 --cases 300 --train-seed 5151 --train-cases 600
 
-Takes about 5 minutes on 2 cores.
+Takes about 6–12 minutes on 2 shared cores (collecting the features is most of it).
 """
 
 from __future__ import annotations

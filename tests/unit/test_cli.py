@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -195,11 +196,39 @@ def test_an_output_path_that_is_the_input_is_refused_before_analysing(fake_analy
 
 def test_a_rerun_without_spine_picture_removes_the_earlier_one(fake_analyze, tmp_path, capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "spine.png").write_bytes(b"from an earlier automatic run")
+    assert main(["analyze", str(tmp_path), "--out", str(out), "--slices", "2"]) == 0
+    (out / "spine.png").write_bytes(b"as an earlier automatic run left it")
     (out / "notes.txt").write_text("the user's")
     assert main(["analyze", str(tmp_path), "--out", str(out), "--slices", "2"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "overlay.png", "result.json"]
+
+
+def test_a_spine_png_beside_no_result_of_ours_is_left_alone(fake_analyze, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "spine.png").write_bytes(b"the user's own picture")
+    assert main(["analyze", str(tmp_path), "--out", str(out), "--slices", "2"]) == 0
+    assert (out / "spine.png").read_bytes() == b"the user's own picture"
+
+
+def test_a_failed_move_puts_the_earlier_csv_and_results_back(fake_analyze, monkeypatch, tmp_path, capsys):
+    import sarcoscope.cli.analyze as cli_analyze
+
+    out, table = tmp_path / "out", tmp_path / "rows.csv"
+    assert main(["analyze", str(tmp_path), "--out", str(out), "--csv", str(table), "--slices", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in (table, out / "result.json", out / "overlay.png")}
+    real_replace = cli_analyze.os.replace
+
+    def failing(src, dst):
+        if Path(src).name == "rows.csv" and ".sarcoscope-" in str(src):
+            raise PermissionError(13, "Permission denied", str(dst))  # e.g. open in a spreadsheet
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(cli_analyze.os, "replace", failing)
+    assert main(["analyze", str(tmp_path), "--out", str(out), "--csv", str(table), "--slices", "3"]) == 5
+    after = {p.name: p.read_bytes() for p in (table, out / "result.json", out / "overlay.png")}
+    assert after == before  # the earlier rows and results, byte for byte
+    assert not [p for p in tmp_path.rglob(".sarcoscope-*")]
 
 
 def test_csv_errors_name_the_users_file_not_the_staging_copy(fake_analyze, tmp_path, capsys):

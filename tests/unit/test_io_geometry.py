@@ -129,7 +129,7 @@ def test_every_axis_aligned_dicom_orientation(tmp_path: Path, orientation, stack
 
 
 @pytest.mark.parametrize("degrees", [25.0, 40.0])
-def test_oblique_planes_get_the_same_verdict_from_dicom_and_nifti(tmp_path: Path, degrees: float) -> None:
+def test_oblique_planes_warn_and_are_refused_alike_in_dicom_and_nifti(tmp_path: Path, degrees: float) -> None:
     import nibabel as nib
 
     t = np.radians(degrees)

@@ -36,6 +36,16 @@ def test_values_stored_without_the_rescale_intercept_are_refused(l3_slice):
         check_hounsfield(stored, "scan.nii")
 
 
+def test_lost_intercept_is_refused_even_with_padding_masked_to_air(l3_slice):
+    # the reader sets padding to −1024 HU: that ring looks like air while the body is unshifted
+    stored = np.asarray(l3_slice.hu, dtype=np.float32) + 1024
+    rows, cols = np.ogrid[: stored.shape[0], : stored.shape[1]]
+    outside = (rows - stored.shape[0] / 2) ** 2 + (cols - stored.shape[1] / 2) ** 2 > (0.48 * stored.shape[0]) ** 2
+    stored[outside] = -1024
+    with pytest.raises(InputError, match=r"scan.dcm: the body's pixels have a median of \d+.*RescaleIntercept"):
+        check_hounsfield(stored, "scan.dcm")
+
+
 def test_a_constant_image_is_refused():
     with pytest.raises(InputError, match=r"slope0.dcm: every pixel has the same value \(-1024\).*RescaleSlope"):
         check_hounsfield(np.full((3, 64, 64), -1024.0), "slope0.dcm")

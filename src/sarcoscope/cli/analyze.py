@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import math
 import os
 import shutil
@@ -62,19 +63,42 @@ class Staging:
         return d
 
     def commit(self) -> list[Path]:
-        done: list[Path] = []
+        """Move every staged file into place, all or nothing.
+
+        A file already at a destination is first moved aside into the staging folder beside
+        it (same file system), so a failure half-way puts every earlier file back as it was —
+        the user's CSV with its earlier rows included. Stale outputs of an earlier run are
+        removed only once everything is in place; failing that is a warning, never a rollback.
+        """
+        done: list[tuple[Path, Path | None]] = []  # (final, where the file it replaced waits)
         try:
-            for staged, final in self.moves:
-                os.replace(staged, final)
-                done.append(final)
-            for path in self.stale:
-                path.unlink(missing_ok=True)
+            for n, (staged, final) in enumerate(self.moves):
+                backup = None
+                if final.exists():
+                    backup = staged.parent / f".replaced-{n}-{final.name}"
+                    os.replace(final, backup)
+                    done.append((final, backup))
+                    os.replace(staged, final)
+                else:
+                    os.replace(staged, final)
+                    done.append((final, None))
         except OSError:
-            for final in done:  # a half-moved result set is worse than none
-                final.unlink(missing_ok=True)
+            for final, backup in reversed(done):  # a half-moved result set is worse than none
+                if backup is None or backup.exists():
+                    final.unlink(missing_ok=True)
+                if backup is not None and backup.exists():
+                    os.replace(backup, final)
             raise
+        for path in self.stale:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                logging.getLogger(__name__).warning(
+                    "%s is left from an earlier run and could not be removed (%s); delete it by hand",
+                    path, exc.strerror or exc,
+                )
         self.cleanup(keep_created=True)
-        return done
+        return [final for final, _ in done]
 
     def cleanup(self, keep_created: bool = False) -> None:
         for d in self.dirs:
@@ -120,7 +144,7 @@ def write_outputs(
             spine = _render_spine(result, tmp / "spine.png") if result.choice.method == "auto" else None
             if spine is not None:
                 stage.moves.append((spine, out_dir / "spine.png"))
-            elif (out_dir / "spine.png").is_file():
+            elif (out_dir / "spine.png").is_file() and _written_by_us(out_dir / "result.json"):
                 # an earlier run's spine.png would sit beside this result as if it were its own
                 stage.stale.append(out_dir / "spine.png")
             json_staged = tmp / "result.json"
@@ -141,8 +165,8 @@ def write_outputs(
             if csv_path.is_file():
                 shutil.copyfile(csv_path, staged)
             append_csv(result, staged, input_label)
-            # Last on purpose: commit() rolls back earlier moves on failure, never the CSV
-            # (whose previous rows live only in the file being replaced).
+            # commit() keeps the replaced CSV aside until every move succeeded: its earlier
+            # rows live only in that file
             stage.moves.append((staged, csv_path))
         write_s = time.perf_counter() - t0
         if json_staged is not None:
@@ -159,6 +183,15 @@ def write_outputs(
         stage.cleanup()
         raise
     return Written(tuple(paths), time.perf_counter() - t0)
+
+
+def _written_by_us(result_json: Path) -> bool:
+    """True when ``result_json`` is a sarcoscope result (its outputs beside it are ours)."""
+    try:
+        with result_json.open("r", encoding="utf-8") as fh:
+            return '"schema": "sarcoscope.result/' in fh.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def check_output_paths(*, out_dir: Path | None, labels_path: Path | None, csv_path: Path | None,

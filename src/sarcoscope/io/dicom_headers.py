@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -70,13 +71,18 @@ class FrameHeader:
     pixel_offset: int | None = None
     #: Opaque digest of PatientID ("" when absent), only to tell whether series belong to
     #: different patients; the ID itself is never kept, logged or shown.
-    patient_key: str = ""
+    patient_key: str = field(default="", repr=False)
+
+
+#: Key of the PatientID digest, new in every process: a digest cannot be looked up against a
+#: list of patient numbers, nor compared across runs. Headers are scanned in one process.
+_PATIENT_KEY = os.urandom(16)
 
 
 def patient_key(patient_id: str) -> str:
-    """A short one-way digest of a PatientID ("" for an empty ID)."""
+    """A keyed one-way digest of a PatientID ("" for an empty ID), comparable within this process."""
     pid = patient_id.strip()
-    return hashlib.sha256(pid.encode("utf-8")).hexdigest()[:16] if pid else ""
+    return hashlib.blake2b(pid.encode("utf-8"), key=_PATIENT_KEY, digest_size=8).hexdigest() if pid else ""
 
 
 @dataclass(frozen=True)

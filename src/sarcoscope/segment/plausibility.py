@@ -15,14 +15,20 @@ from sarcoscope.errors import InputError
 FAT_OR_AIR_HU = -50.0
 #: ... on at least this share of its pixels (subcutaneous fat alone is far more).
 MIN_FAT_OR_AIR_SHARE = 0.005
+#: Pixels above this count as body for the median below.
+BODY_HU = -500.0
+#: The body's median HU is below this on any CT of the trunk (measured −39…+153 on the real
+#: files of ../shared/data, fat-free phantoms included); +900 and more when the intercept is lost.
+MAX_BODY_MEDIAN_HU = 400.0
 
 
 def check_hounsfield(hu: np.ndarray, where: str) -> None:
     """Raise ``InputError`` when ``hu`` (a slice or a volume) cannot be CT in Hounsfield units.
 
-    Two signs, both impossible for a CT of the trunk: one value everywhere (e.g. a rescale
-    slope of 0), or no pixel of fat or air (a label map 0..N, or stored values without their
-    rescale intercept of about −1024).
+    Three signs, each impossible for a CT of the trunk: one value everywhere (e.g. a rescale
+    slope of 0); a body whose median is far above soft tissue (stored values without their
+    rescale intercept of about −1024, with padding already masked to air); no pixel of fat or
+    air at all (a label map 0..N, or the same lost intercept without padding).
     """
     sample = np.asarray(hu)
     if sample.ndim == 3:
@@ -32,12 +38,22 @@ def check_hounsfield(hu: np.ndarray, where: str) -> None:
     if sample.size == 0:
         return
     lo, hi = float(sample.min()), float(sample.max())
-    if hi - lo < 1.0:
+    if hi == lo:
         raise InputError(
             f"{where}: every pixel has the same value ({lo:g}); this is not a CT image in Hounsfield "
             "units (check RescaleSlope / scl_slope, or that the right file was given)."
         )
     share = float(np.count_nonzero(sample < FAT_OR_AIR_HU)) / sample.size
+    body = sample[sample > BODY_HU]
+    body_median = float(np.median(body)) if body.size else 0.0
+    if body_median > MAX_BODY_MEDIAN_HU:
+        # the reader's padding mask (−1024) can supply "air" while the body is still unshifted
+        raise InputError(
+            f"{where}: the body's pixels have a median of {body_median:.0f}, where CT of the trunk in "
+            f"Hounsfield units has about −100…+150 — pixel values stored without their rescale "
+            "intercept (about −1024). Fix RescaleIntercept (DICOM) / scl_inter (NIfTI), or re-export "
+            "the scan in HU."
+        )
     if share < MIN_FAT_OR_AIR_SHARE:
         raise InputError(
             f"{where}: values {lo:g}…{hi:g} with no fat or air (nothing below {FAT_OR_AIR_HU:g}) are not "
