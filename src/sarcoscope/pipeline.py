@@ -293,6 +293,8 @@ def choose_slices(volume: CTVolume, settings: AnalysisSettings) -> SliceChoice:
             z_mm=tuple(volume.z_mm(k) for k in indices),
             method="manual",
             definition=f"--slices {spec.text}",
+            warnings=(f"slices chosen with --slices {spec.text}: their vertebral level is not checked; the "
+                      "cut-off flags assume they are at L3",),
         )
     if volume.is_partial:
         raise InputError(

@@ -239,3 +239,12 @@ def test_csv_errors_name_the_users_file_not_the_staging_copy(fake_analyze, tmp_p
     assert rc == 5
     assert f"--csv {table}: the file is not UTF-8 text" in err and ".sarcoscope-" not in err
     assert fake_analyze == []
+
+
+def test_csv_or_labels_naming_a_file_that_out_receives_is_refused(fake_analyze, tmp_path, capsys):
+    out = tmp_path / "o"
+    for option, name in (("--csv", "result.json"), ("--labels", "overlay.png")):
+        rc = main(["analyze", str(tmp_path), "--out", str(out), option, str(out / name), "--slices", "2"])
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 5 and f"is the {name} that --out {out} receives" in err
+    assert fake_analyze == [] and not out.exists()

@@ -166,3 +166,14 @@ def test_labels_nifti_needs_a_nifti_name(tmp_path):
     r, _ = _result("1")
     with pytest.raises(ExportError, match=r"must end in .nii or .nii.gz"):
         write_labels_nifti(r, tmp_path / "labels.png")
+
+
+def test_csv_whose_last_row_lacks_a_newline_gets_its_own_line(tmp_path):
+    path = tmp_path / "rows.csv"
+    r1, _ = _result("1")
+    append_csv(r1, path, "scan-a")
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # as a spreadsheet may save it
+    append_csv(r1, path, "scan-b")
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    assert [len(r) for r in rows] == [len(COLUMNS)] * 3
+    assert [r[0] for r in rows[1:]] == ["scan-a", "scan-b"]

@@ -185,6 +185,10 @@ def write_outputs(
     return Written(tuple(paths), time.perf_counter() - t0)
 
 
+#: What ``write_outputs`` puts into ``--out``.
+OUT_DIR_FILES = ("result.json", "overlay.png", "spine.png")
+
+
 def _written_by_us(result_json: Path) -> bool:
     """True when ``result_json`` is a sarcoscope result (its outputs beside it are ours)."""
     try:
@@ -212,6 +216,14 @@ def check_output_paths(*, out_dir: Path | None, labels_path: Path | None, csv_pa
                 )
     if labels_path is not None and csv_path is not None and _same_path(Path(labels_path), Path(csv_path)):
         raise ExportError(f"--labels and --csv are the same file ({labels_path}); give each its own path.")
+    if out_dir is not None:
+        for option, path in (("--labels", labels_path), ("--csv", csv_path)):
+            for name in OUT_DIR_FILES:
+                if path is not None and _same_path(Path(path), Path(out_dir) / name):
+                    raise ExportError(
+                        f"{option} {path} is the {name} that --out {out_dir} receives; give {option} "
+                        "another file name."
+                    )
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ExportError(f"--out {out_dir}: exists and is not a folder; choose a folder.")
     if labels_path is not None:

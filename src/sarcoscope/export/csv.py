@@ -129,12 +129,20 @@ def check_existing_csv(path: Path) -> bool:
     return True
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, 2)
+        return fh.read(1) in (b"\n", b"\r")
+
+
 def append_csv(result: AnalysisResult, path: Path, input_label: str) -> Path:
     """Append one row per analysed slice; write the header first if the file is new/empty."""
     path = Path(path)
     exists = check_existing_csv(path)
     try:
         buf = io.StringIO()
+        if exists and not _ends_with_newline(path):
+            buf.write("\n")  # a spreadsheet saved the last row without one: never glue rows together
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         if not exists:
             writer.writeheader()
