@@ -3,8 +3,9 @@
 Pure functions on arrays (per-class Dice, area and mean-HU error), a per-case table, a
 summary with Bland–Altman bias and limits of agreement, and the plots. No model, no torch:
 ``sarcoscope evaluate`` and the training report both call these. Also what ``evaluate`` needs
-around them: the names of the files a run writes, unique case names, and the check that a
-NIfTI reference lies on its CT's grid.
+around them: the names of the files a run writes and unique case names. (Loading references,
+and checking that a NIfTI reference lies on its CT's grid, is ``train.annotations``'s job: it
+is torch-free and shared by ``evaluate`` and fine-tuning.)
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from sarcoscope.errors import GeometryError
 from sarcoscope.tissues import TISSUE_INFO, Tissue
-from sarcoscope.types import CTVolume
 
 logger = logging.getLogger(__name__)
 
@@ -323,96 +322,3 @@ def case_names(images: Sequence[Path], references: Sequence[Path]) -> list[str]:
             counts[name] = counts.get(name, 0) + 1
             names[i] = f"{name}({counts[name]})"
     return names
-
-
-# ----------------------------------------------------------------------------- reference geometry
-
-#: How far (in CT voxels, along each CT axis) a reference voxel may lie from the CT voxel it is
-#: scored against. Float32 NIfTI headers round positions by ~1e-5 mm, while a mask shifted or
-#: exported on another grid is off by whole voxels; a tenth of a voxel separates the two.
-GRID_TOLERANCE_VOXELS = 0.1
-
-
-def nifti_display_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int], bool]:
-    """Display affine (LPS, over (i, j, k)), display shape (k, j, i) of a NIfTI from its header,
-    and whether the header states an orientation (sform or qform), as the readers orient it."""
-    import nibabel as nib
-
-    from sarcoscope.io.geometry import display_mapping
-
-    img = nib.load(str(path))
-    shape = tuple(int(s) for s in img.shape)
-    if len(shape) == 2:
-        shape = (*shape, 1)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise GeometryError(f"{path}: a reference of shape {shape}; expected a 2-D or 3-D mask")
-    header = img.header
-    oriented = bool(header.get_sform(coded=True)[1] or header.get_qform(coded=True)[1]) \
-        if hasattr(header, "get_sform") else True
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(img.affine, dtype=float)
-    mapping = display_mapping(lps[:3, :3].T, lps[:3, 3], shape, str(path))  # type: ignore[arg-type]
-    return mapping.affine, tuple(shape[a] for a in mapping.axes), oriented  # type: ignore[return-value]
-
-
-def grid_offset_voxels(affine: np.ndarray, ct_affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Largest distance, in CT voxels along each CT axis (i, j, k), between where ``affine`` and
-    ``ct_affine`` put the same voxel index of a (k, j, i) grid ``shape``.
-
-    Both maps are affine, so the largest distance is at a corner of the grid.
-    """
-    n_k, n_j, n_i = shape
-    corners = np.array([[i, j, k, 1.0] for i in (0, n_i - 1) for j in (0, n_j - 1) for k in (0, n_k - 1)]).T
-    moved_mm = (np.asarray(affine, dtype=float) - np.asarray(ct_affine, dtype=float)) @ corners
-    return np.abs(np.linalg.solve(np.asarray(ct_affine, dtype=float)[:3, :3], moved_mm[:3])).max(axis=1)
-
-
-def _axes_angle_deg(affine: np.ndarray, ct_affine: np.ndarray) -> float:
-    """Largest angle between corresponding display axes of two affines (0 when parallel)."""
-    a = np.asarray(affine, dtype=float)[:3, :3]
-    b = np.asarray(ct_affine, dtype=float)[:3, :3]
-    cos = np.sum(a * b, axis=0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max())
-
-
-def check_reference_geometry(reference: Path, image: Path, volume: CTVolume) -> None:
-    """Refuse a NIfTI reference (label map or per-class masks) that does not lie on the CT's grid.
-
-    The masks are scored pixel by pixel against the CT's slices, so a mask whose header puts
-    its voxels elsewhere (shifted, other spacing, other orientation) would give wrong numbers
-    without any error. DICOM SEG frames are placed by position when read, and a ``.tag`` has
-    no geometry of its own: both are not checked here.
-    """
-    reference = Path(reference)
-    if reference.is_dir():
-        from sarcoscope.train.annotations import find_class_masks
-
-        files = sorted(find_class_masks(reference).values())
-    elif reference.name.lower().endswith((".nii", ".nii.gz")):
-        files = [reference]
-    else:
-        return
-    for path in files:
-        affine, shape, oriented = nifti_display_geometry(path)
-        if shape != volume.shape:
-            raise GeometryError(
-                f"{path}: reference grid {shape} (slices, rows, columns) differs from the CT {image} "
-                f"{volume.shape}; export the reference on the CT's own grid"
-            )
-        offset = grid_offset_voxels(affine, volume.affine, shape)
-        if np.all(offset <= GRID_TOLERANCE_VOXELS):
-            continue
-        ref_mm = np.linalg.norm(affine[:3, :3], axis=0)
-        ct_mm = np.linalg.norm(volume.affine[:3, :3], axis=0)
-        ref_orig, ct_orig = affine[:3, 3], volume.affine[:3, 3]
-        raise GeometryError(
-            f"{path}: the reference does not lie on the grid of the CT {image}: its voxels are up to "
-            f"{offset[0]:.1f}, {offset[1]:.1f}, {offset[2]:.1f} CT voxels (columns, rows, slices) away from the "
-            f"CT's (first voxel at {np.round(ref_orig, 1).tolist()} mm LPS vs {np.round(ct_orig, 1).tolist()}; "
-            f"voxel size {np.round(ref_mm, 3).tolist()} vs {np.round(ct_mm, 3).tolist()} mm; axes rotated by "
-            f"{_axes_angle_deg(affine, volume.affine):.1f}°)"
-            + ("; its header states no orientation (neither sform nor qform)" if not oriented else "")
-            + ". Scoring it pixel by pixel would compare different anatomy: export the mask from the same "
-            "series as the CT (same origin, spacing and orientation) or resample it onto the CT's grid."
-        )

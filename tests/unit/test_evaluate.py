@@ -95,7 +95,7 @@ def test_case_names_shortest_distinguishing_tail(tmp_path: Path, monkeypatch: py
 
 
 def test_grid_offset_voxels() -> None:
-    from sarcoscope.evaluate import grid_offset_voxels
+    from sarcoscope.train.annotations import grid_offset_voxels
 
     ct = np.diag([0.8, 0.8, 3.0, 1.0])
     assert np.allclose(grid_offset_voxels(ct, ct, (10, 64, 64)), 0.0)

@@ -25,7 +25,7 @@ def test_evaluate_dicom_against_nifti_labels(tmp_path: Path) -> None:
     # NIfTI stores (i, j, k) in RAS: i runs right→left = −x in RAS, j anterior→posterior = −y
     ref = tmp_path / "ref.nii.gz"
     nib.save(nib.Nifti1Image(s.labels.T[:, :, None].astype(np.uint8), np.diag([-sp[1], -sp[0], 1.0, 1.0])), ref)
-    assert np.array_equal(read_nifti_labels(ref)[0], s.labels)
+    assert np.array_equal(read_nifti_labels(ref).values[0], s.labels)
 
     out = tmp_path / "eval"
     code = main(["evaluate", "--images", str(dcm), "--references", str(ref), "--segmenter", "baseline",

@@ -68,22 +68,51 @@ def test_tag_map_on_a_nifti_label_map_is_refused(tmp_path: Path) -> None:
     assert sorted(np.unique(got.labels).tolist()) == [1, 2, 3, 4]
 
 
+def _body_tag(size: int) -> np.ndarray:
+    """A tag as drawn on a CT: background rows above and below the body (SAT ring, muscle inside)."""
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    r2 = (xx / 0.42) ** 2 + (yy / 0.3) ** 2
+    tag = np.where(r2 < 1.0, 7, 0).astype(np.uint8)
+    tag[r2 < 0.6] = 1
+    return tag
+
+
+@pytest.mark.parametrize("header", ["width: 320 height: 320\n", "[SliceOmatic] version 5.0\n"])
+@pytest.mark.parametrize("pad", [b"\x00", b" "])
+def test_tag_padded_after_the_form_feed_is_read(tmp_path: Path, header: str, pad: bytes) -> None:
+    """Writers that pad the header to a block size after the form feed: the pixels are the last
+    rows x columns bytes (such files were refused outright for a while)."""
+    tag = _body_tag(320)
+    head = header.encode() + b"\x0c"
+    path = tmp_path / "padded.tag"
+    path.write_bytes(head + pad * (1024 - len(head)) + tag.tobytes())
+    assert np.array_equal(read_tag(path, (320, 320)), tag)
+
+
 @pytest.mark.parametrize(
-    ("header", "body_shape", "message"),
+    ("header", "body", "extra", "message"),
     [
-        ("[SliceOmatic] version 5.0\n", (8, 8), r"64 pixel bytes after the header \(that is a 8x8 image\), but the "
-         r"paired 4 rows x 4 columns image needs exactly 16; 48 bytes too many"),
-        ("width: 4 height: 4\n", (5, 4), r"20 pixel bytes after the header, but the paired 4 rows x 4 columns image "
-         r"needs exactly 16; 4 bytes too many.*trailing data"),
+        # a 512x512 tag (no size in its header) paired with a 320x320 slice
+        ("[SliceOmatic] version 5.0\n", _body_tag(512).tobytes(), b"",
+         r"262144 pixel bytes after the header \(that is a 512x512 image\), but the paired 320 rows x 320 columns "
+         r"image needs 102400: 159744 bytes too many, and those before the last 102400 are not padding"),
+        # the right size in the header, then 1000 bytes of other data after the pixels; the image's
+        # first rows are background, so the bytes before the last 102400 look like padding
+        ("width: 320 height: 320\n", _body_tag(320).tobytes(), bytes(range(1, 251)) * 4,
+         r"103400 pixel bytes after the header, but the paired 320 rows x 320 columns image needs 102400: "
+         r"1000 bytes too many, and the file ends in non-zero bytes: trailing data after the pixels"),
+        ("width: 4 height: 4\n", np.ones((5, 4), np.uint8).tobytes(), b"", r"4 bytes too many, and those before"),
     ],
 )
-def test_tag_of_the_wrong_size_is_refused(tmp_path: Path, header: str, body_shape: tuple[int, int], message: str) -> None:
-    """A larger image's tag (no size in its header) or trailing bytes once gave a shifted mask."""
-    path = tmp_path / "big.tag"
-    path.write_bytes(_tag_bytes(np.ones(body_shape), header=header))
+def test_tag_of_the_wrong_size_is_refused(tmp_path: Path, header: str, body: bytes, extra: bytes, message: str) -> None:
+    """A larger image's tag or trailing bytes once gave a shifted mask."""
+    assert not _body_tag(320)[:4].any()  # the top 1280 bytes are background: the trailing case is not
+    path = tmp_path / "big.tag"           # refused merely because its start is not padding
+    path.write_bytes(header.encode() + b"\x0c" + body + extra)
+    rows = 4 if header.startswith("width: 4") else 320
     with pytest.raises(InputError, match=message) as info:
-        read_tag(path, (4, 4))
-    assert str(info.value).startswith(str(path))
+        read_tag(path, (rows, rows))
+    assert str(info.value).startswith(str(path)) and "Export the tag again" in str(info.value)
 
 
 def test_tag_errors_are_specific(tmp_path: Path) -> None:

@@ -93,3 +93,16 @@ def test_train_help_tells_where_finetuning_writes(capsys: pytest.CaptureFixture[
     main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "<run_dir>/finetune/<name>-finetuned.onnx" in out.replace("│", "").replace("  ", " ")
+
+
+def test_training_into_the_model_it_starts_from_is_refused(tmp_path, capsys):
+    from sarcoscope.cli.main import main
+
+    model = tmp_path / "start.onnx"
+    model.write_bytes(b"the user's model")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'out = "{model.as_posix()}"\n')
+    rc = main(["train", "--config", str(cfg), "--init", str(model)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 5 and "the model it starts from" in err
+    assert model.read_bytes() == b"the user's model"

@@ -269,3 +269,121 @@ def test_rerun_replaces_its_own_report_only(mixed: dict, tmp_path: Path, caplog:
     assert report.sha256 in report.report_path.read_text()
     assert "a fresh network" in report.report_path.read_text()
     assert not [r for r in caplog.records if "describes a different file" in r.getMessage()]
+
+
+# --- review 2: geometry of NIfTI masks, validation checks, output paths
+
+
+def _copy_data(mixed: dict, tmp: Path) -> Path:
+    import shutil
+
+    data = tmp / "data"
+    shutil.copytree(mixed["data"], data)
+    return data
+
+
+@pytest.mark.parametrize("how", ["shifted", "flipped"])
+def test_finetuning_refuses_a_nifti_mask_off_the_ct_grid(mixed: dict, tmp_path: Path, how: str) -> None:
+    """Only evaluate checked where a NIfTI mask's header puts it; fine-tuning trained on a shifted
+    or flipped mask silently (same shape, other anatomy)."""
+    import nibabel as nib
+
+    from sarcoscope.errors import GeometryError
+    from sarcoscope.train.finetune import finetune
+
+    data = _copy_data(mixed, tmp_path)
+    mask = next(m for m in (data / "n1").glob("*.nii.gz") if not m.name.startswith("orphan"))
+    img = nib.load(str(mask))
+    affine = img.affine.copy()
+    if how == "shifted":
+        affine[0, 3] += 25.0  # 10 pixels of 2.5 mm
+    else:
+        affine[1, 1] = -affine[1, 1]  # same voxels, the header says the rows run the other way
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), str(mask))
+    with pytest.raises(GeometryError, match=rf"{mask.name}: the reference does not lie on the grid of the CT "
+                       rf".*n1.*resample it onto the CT's grid"):
+        finetune(_tiny_cfg(tmp_path), data, init=None, out=tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_validation_is_checked_often_enough_to_choose(mixed: dict, tmp_path: Path) -> None:
+    """With shipped.toml's val_every (500) a 300-step fine-tune was checked once, at its end, yet the
+    report said the weights were "the best" on the validation slices. Now checked every steps // 10."""
+    import json
+
+    from sarcoscope.train.config import load_config
+    from sarcoscope.train.finetune import finetune
+
+    shipped_val_every = load_config(REPO_ROOT / "configs" / "shipped.toml").train.val_every
+    assert shipped_val_every == 500
+    cfg = _tiny_cfg(tmp_path, steps=20)
+    cfg = replace(cfg, train=replace(cfg.train, val_every=shipped_val_every))
+    report = finetune(cfg, mixed["data"], init=mixed["init"], out=tmp_path / "v.onnx", value_map=ALBERTA)
+    report_dir = report.report_path.parent
+    steps = [json.loads(x)["step"] for x in (report_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, 21, 2))
+    assert "over 10 checks (every 2 steps and at the last step run); the exported weights are those of step" \
+        in report.selection
+    assert report.selection in report.report_path.read_text()
+    card = json.loads((tmp_path / "v.json").read_text())
+    assert card["validation_checks"] == 10 and card["checkpoint_step"] in steps
+
+
+def test_a_time_guard_stop_says_what_was_exported(mixed: dict, tmp_path: Path) -> None:
+    from sarcoscope.train.finetune import finetune
+
+    cfg = _tiny_cfg(tmp_path, steps=20)
+    cfg = replace(cfg, train=replace(cfg.train, val_every=500, max_minutes=0.0))
+    report = finetune(cfg, mixed["data"], init=mixed["init"], out=tmp_path / "t.onnx", value_map=ALBERTA)
+    assert "over 1 check, at the last step run: the exported weights are the last ones" in report.selection
+    assert "the run stopped at step 1 of 20 (max_minutes 0) and was checked there" in report.selection
+
+
+def _train_cli(tmp: Path, data: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(REPO_ROOT / "configs" / "tiny.toml"), "--data", str(data), *extra]
+
+
+def test_output_problems_are_export_errors_before_any_data_is_read(tmp_path: Path, capsys) -> None:
+    """A file named m-report beside --out m.onnx was an internal error (exit 70) after the training;
+    --out equal to --init overwrote the init model and its card. The --data folder here does not
+    exist: the output error coming first shows that outputs are checked before the data are read."""
+    from sarcoscope.cli.main import main
+
+    missing = tmp_path / "no-such-data"
+    (tmp_path / "m-report").write_text("mine")
+    assert main(_train_cli(tmp_path, missing, "--out", str(tmp_path / "m.onnx"))) == 5
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'm-report'} is a file, but the fine-tuning report is written into a folder" in err
+    assert "Traceback" not in err and "internal error" not in err
+    assert (tmp_path / "m-report").read_text() == "mine"
+
+    init = _init_model(tmp_path / "init.onnx")
+    before = init.read_bytes()
+    alias = tmp_path / "sub" / ".." / "init.onnx"
+    (tmp_path / "sub").mkdir()
+    assert main(_train_cli(tmp_path, missing, "--init", str(init), "--out", str(alias))) == 5
+    err = capsys.readouterr().err
+    assert f"--out {alias} is the --init model {init}: fine-tuning would overwrite it" in err
+    assert init.read_bytes() == before
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(_train_cli(tmp_path, missing, "--out", str(afile / "m.onnx"))) == 5
+    assert f"{afile} is a file, not a folder, so {afile} cannot be created" in capsys.readouterr().err
+
+
+def test_a_failed_write_is_an_export_error(mixed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import sarcoscope.train.finetune as ft
+    from sarcoscope.errors import ExportError
+
+    def full_disk(model, spec, path, **kw):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(ft, "export_onnx", full_disk)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=rf"{out.name}: cannot write the fine-tuned model or its report \(No space "
+                       rf"left on device: {out}\)") as info:
+        ft.finetune(_tiny_cfg(tmp_path, steps=1), mixed["data"], init=None, out=out, value_map=ALBERTA)
+    assert info.value.exit_code == 5

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from sarcoscope.errors import ConfigError, InputError
+from sarcoscope.errors import ConfigError, ExportError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,12 @@ def train_command(
         return
     from sarcoscope.train.loop import train_from_config
 
+    target = Path(out) if out is not None else Path(cfg.out)
+    if init_path is not None and target.exists() and target.resolve() == init_path.resolve():
+        raise ExportError(
+            f"the trained model would be written to {target}, the model it starts from (--init {init}); "
+            "give --out another file, so the starting model stays as it is"
+        )
     result = train_from_config(cfg, out=out, init=init_path)
     typer.echo(
         f"model: {result.onnx_path} (sha256 {result.sha256[:12]}…), {result.steps_done} steps in "

@@ -10,6 +10,10 @@ Pairing in a fine-tuning folder: for each DICOM file ``X`` (any name, ``.dcm`` o
 its reference is ``X.tag``, ``<stem>.tag``, ``<stem>.nii.gz`` or ``<stem>.nii`` beside it.
 Images without a reference and references without an image are listed (``scan_pairs``).
 
+NIfTI references (label maps and per-class masks) must lie voxel for voxel on their CT's grid:
+shape *and* header geometry are checked where they are read (``check_on_ct_grid``), so a mask
+shifted or flipped by its header is refused by ``evaluate`` and by fine-tuning alike.
+
 Mask values that the value map does not name are refused, in ``train`` and ``evaluate`` alike:
 a hospital validating the model cites Dice and area agreement, and a reference class turned
 silently into background (SAT stored as tag 9, or a VAT/SAT label map read with a tag map)
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import GeometryError, InputError
 from sarcoscope.tissues import TISSUE_INFO, Tissue
 from sarcoscope.types import CTVolume
 
@@ -76,12 +80,31 @@ def apply_value_map(raw: np.ndarray, value_map: dict[int, int], what: str, *, hi
     return lut[raw8]
 
 
+#: Bytes a writer pads with between the header's form feed and the pixels.
+TAG_PADDING = b"\x00 \t\r\n"
+
+
 def read_tag(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """Read a Slice-O-Matic ``.tag`` file: ASCII header up to a form feed (0x0C), then one byte
     per pixel in stored row order. Returns raw tag values, (rows, columns) as stored in the DICOM.
 
-    The pixel part must hold exactly rows x columns bytes: a longer one belongs to a larger
-    image or carries trailing data, and reading any part of it would misplace every pixel.
+    The pixels are the last rows x columns bytes of the file. Some writers pad the header to a
+    block size after the form feed, so the pixel part may be longer than the image; the extra
+    bytes are accepted only when both hold:
+
+    * the bytes between the form feed and the last rows x columns bytes are padding (NUL or
+      ASCII whitespace): anything else is part of a larger image (a 512x512 tag paired with a
+      320x320 slice) and reading its tail would misplace every pixel;
+    * the file's last as-many bytes are background (0): data appended *after* the pixels (a
+      checksum, a second layer) looks exactly like leading padding when the image's top rows are
+      background, as on every CT, and taking the tail would shift every pixel by that many bytes;
+      a file that ends in non-zero bytes is refused. When both ends are zero, the padding is
+      taken to sit after the form feed, where the padding writers put it (no content can tell it
+      from zeros appended at the end).
+
+    A ``width``/``height`` in the header must state this image's size (a tag drawn on another
+    image is refused whatever its length), but it says nothing about where the pixels start, so
+    it does not decide the rules above. Shorter pixel parts are refused (truncated file).
     """
     path = Path(path)
     try:
@@ -102,19 +125,32 @@ def read_tag(path: Path, shape: tuple[int, int]) -> np.ndarray:
             "is it paired with the right DICOM file?"
         )
     n = rows * cols
-    if len(body) != n:
-        side = int(round(len(body) ** 0.5))
-        guess = f" (that is a {side}x{side} image)" if side * side == len(body) and len(body) > n else ""
-        problem = (
-            "the file is truncated or belongs to another image" if len(body) < n
-            else f"{len(body) - n} bytes too many: the tag belongs to a larger image or carries trailing data"
-        )
+    extra = len(body) - n
+    advice = ("Export the tag again from this image in Slice-O-Matic, or pair it with the image it was "
+              "drawn on")
+    if extra < 0:
         raise InputError(
-            f"{path}: {len(body)} pixel bytes after the header{guess}, but the paired {rows} rows x {cols} "
-            f"columns image needs exactly {n}; {problem}. Export the tag again from this image in "
-            "Slice-O-Matic, or pair it with the image it was drawn on"
+            f"{path}: {len(body)} pixel bytes after the header, but the paired {rows} rows x {cols} columns "
+            f"image needs {n}; the file is truncated or belongs to another image. {advice}"
         )
-    return np.frombuffer(body, dtype=np.uint8).reshape(rows, cols).copy()
+    if extra:
+        side = int(round(len(body) ** 0.5))
+        guess = f" (that is a {side}x{side} image)" if side * side == len(body) else ""
+        what = (f"{path}: {len(body)} pixel bytes after the header{guess}, but the paired {rows} rows x {cols} "
+                f"columns image needs {n}: {extra} bytes too many")
+        lead = body[:extra]
+        if lead.translate(None, TAG_PADDING):
+            raise InputError(
+                f"{what}, and those before the last {n} are not padding (NUL or whitespace) but pixel data: "
+                f"the tag belongs to a larger image. {advice}"
+            )
+        if body[n:].count(0) != extra:
+            raise InputError(
+                f"{what}, and the file ends in non-zero bytes: trailing data after the pixels cannot be told "
+                f"apart from the image's last pixels, so reading it would shift every pixel. {advice}"
+            )
+        logger.info("%s: %d padding bytes after the header's form feed skipped", path, extra)
+    return np.frombuffer(body[extra:], dtype=np.uint8).reshape(rows, cols).copy()
 
 
 def stored_to_display_2d(mask: np.ndarray, volume: CTVolume) -> np.ndarray:
@@ -131,11 +167,23 @@ def stored_to_display_2d(mask: np.ndarray, volume: CTVolume) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def read_nifti_labels(path: Path) -> np.ndarray:
-    """A NIfTI label map in display orientation (k, j, i), raw values (uint8)."""
+@dataclass(frozen=True)
+class NiftiLabels:
+    """A NIfTI label map as read: raw values in display orientation (k, j, i), the display
+    affine (LPS mm over (i, j, k, 1), as ``CTVolume.affine``) and whether the header states an
+    orientation (sform or qform)."""
+
+    values: np.ndarray
+    affine: np.ndarray
+    oriented: bool = True
+
+
+def read_nifti_labels(path: Path) -> NiftiLabels:
+    """A NIfTI label map in display orientation with its geometry (see ``NiftiLabels``)."""
     import nibabel as nib
 
     from sarcoscope.io.geometry import display_mapping, to_display
+    from sarcoscope.io.nifti import RAS_TO_LPS
 
     path = Path(path)
     try:
@@ -153,10 +201,72 @@ def read_nifti_labels(path: Path) -> np.ndarray:
         raise InputError(f"{path}: label map has shape {data.shape}; expected 2-D or 3-D")
     if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
         raise InputError(f"{path}: label map holds non-integer values; expected label values")
-    ras_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0])
-    lps = ras_to_lps @ np.asarray(img.affine, dtype=float)
+    header = img.header
+    oriented = bool(header.get_sform(coded=True)[1] or header.get_qform(coded=True)[1]) \
+        if hasattr(header, "get_sform") else True
+    lps = RAS_TO_LPS @ np.asarray(img.affine, dtype=float)
     mapping = display_mapping(lps[:3, :3].T, lps[:3, 3], tuple(int(s) for s in data.shape), str(path))
-    return np.ascontiguousarray(to_display(data, mapping)).astype(np.int64)
+    values = np.ascontiguousarray(to_display(data, mapping)).astype(np.int64)
+    return NiftiLabels(values, mapping.affine, oriented)
+
+
+#: How far (in CT voxels, along each CT axis) a reference voxel may lie from the CT voxel it is
+#: compared with. Float32 NIfTI headers round positions by ~1e-5 mm, while a mask shifted or
+#: exported on another grid is off by whole voxels; a tenth of a voxel separates the two.
+GRID_TOLERANCE_VOXELS = 0.1
+
+
+def grid_offset_voxels(affine: np.ndarray, ct_affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Largest distance, in CT voxels along each CT axis (i, j, k), between where ``affine`` and
+    ``ct_affine`` put the same voxel index of a (k, j, i) grid ``shape``.
+
+    Both maps are affine, so the largest distance is at a corner of the grid.
+    """
+    n_k, n_j, n_i = shape
+    corners = np.array([[i, j, k, 1.0] for i in (0, n_i - 1) for j in (0, n_j - 1) for k in (0, n_k - 1)]).T
+    moved_mm = (np.asarray(affine, dtype=float) - np.asarray(ct_affine, dtype=float)) @ corners
+    return np.abs(np.linalg.solve(np.asarray(ct_affine, dtype=float)[:3, :3], moved_mm[:3])).max(axis=1)
+
+
+def _axes_angle_deg(affine: np.ndarray, ct_affine: np.ndarray) -> float:
+    """Largest angle between corresponding display axes of two affines (0 when parallel)."""
+    a = np.asarray(affine, dtype=float)[:3, :3]
+    b = np.asarray(ct_affine, dtype=float)[:3, :3]
+    cos = np.sum(a * b, axis=0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max())
+
+
+def check_on_ct_grid(path: Path, labels: NiftiLabels, volume: CTVolume, what: str) -> None:
+    """Refuse a NIfTI reference that does not lie voxel for voxel on the CT's display grid.
+
+    Training and evaluation both use a reference pixel by pixel against the CT's slices, so a
+    mask whose header puts its voxels elsewhere (shifted, flipped, other spacing or orientation)
+    would teach or score the wrong anatomy without any error. DICOM SEG frames are placed by
+    position when read (``train.seg_reference``); a ``.tag`` has no geometry of its own.
+    """
+    shape = labels.values.shape
+    if shape != volume.shape:
+        raise InputError(
+            f"{path}: {what} of {shape} (slices, rows, columns after orientation) does not match "
+            f"the CT {volume.shape}; export the mask on the CT's own grid (all its slices)"
+        )
+    offset = grid_offset_voxels(labels.affine, volume.affine, shape)  # type: ignore[arg-type]
+    if np.all(offset <= GRID_TOLERANCE_VOXELS):
+        return
+    affine = labels.affine
+    ref_mm = np.linalg.norm(affine[:3, :3], axis=0)
+    ct_mm = np.linalg.norm(volume.affine[:3, :3], axis=0)
+    ref_orig, ct_orig = affine[:3, 3], volume.affine[:3, 3]
+    raise GeometryError(
+        f"{path}: the reference does not lie on the grid of the CT {volume.series.source_path}: its voxels are "
+        f"up to {offset[0]:.1f}, {offset[1]:.1f}, {offset[2]:.1f} CT voxels (columns, rows, slices) away from "
+        f"the CT's (first voxel at {np.round(ref_orig, 1).tolist()} mm LPS vs {np.round(ct_orig, 1).tolist()}; "
+        f"voxel size {np.round(ref_mm, 3).tolist()} vs {np.round(ct_mm, 3).tolist()} mm; axes rotated by "
+        f"{_axes_angle_deg(affine, volume.affine):.1f}°)"
+        + ("; its header states no orientation (neither sform nor qform)" if not labels.oriented else "")
+        + ". Using it pixel by pixel would compare different anatomy: export the mask from the same "
+        "series as the CT (same origin, spacing and orientation) or resample it onto the CT's grid."
+    )
 
 
 ALL_TISSUES: frozenset[Tissue] = frozenset(Tissue)
@@ -192,8 +302,8 @@ def load_reference(
 ) -> list[ReferenceSlice]:
     """Annotated slices of ``volume`` from any supported reference, in display orientation.
 
-    * NIfTI label map: on the CT's grid, the same slices as the CT; every slice with labels is
-      returned. ``value_map`` maps its values (default identity 1..4).
+    * NIfTI label map: on the CT's grid, the same slices as the CT (shape and header geometry
+      checked: ``check_on_ct_grid``); every slice with labels is returned. ``value_map`` maps its values (default identity 1..4).
     * Folder of per-class NIfTI masks (``muscle``, ``imat``, ``vat``, ``sat``, any case,
       ``skeletal_muscle`` too): one binary mask per tissue on the CT's grid; missing tissues
       are "not annotated". Overlapping masks are an error.
@@ -250,14 +360,10 @@ def _load_tag(
 
 
 def _nifti_on_grid(path: Path, volume: CTVolume, what: str) -> np.ndarray:
-    """A NIfTI mask in display orientation, checked to lie on the CT's grid (slices, rows, columns)."""
-    data = read_nifti_labels(path)
-    if data.shape != volume.shape:
-        raise InputError(
-            f"{path}: {what} of {data.shape} (slices, rows, columns after orientation) does not match "
-            f"the CT {volume.shape}; export the mask on the CT's own grid (all its slices)"
-        )
-    return data
+    """A NIfTI mask's raw values in display orientation, checked to lie on the CT's grid."""
+    labels = read_nifti_labels(path)
+    check_on_ct_grid(path, labels, volume, what)
+    return labels.values
 
 
 def find_class_masks(folder: Path) -> dict[Tissue, Path]:

@@ -17,7 +17,6 @@ from sarcoscope.errors import InputError
 from sarcoscope.evaluate import (
     CaseAgreement,
     case_names,
-    check_reference_geometry,
     compare_case,
     summarise,
     summary_table,
@@ -128,8 +127,7 @@ def evaluate_pairs(
     for (image, ref), case in zip(pairs, names):
         volume = read_ct(Path(image))
         image_file = Path(image) if Path(image).is_file() else None
-        ref_slices = load_reference(Path(ref), volume, value_map, image_file=image_file)
-        check_reference_geometry(Path(ref), Path(image), volume)
+        ref_slices = load_reference(Path(ref), volume, value_map, image_file=image_file)  # grid checked there
         for rs in ref_slices:
             hu = volume.slice_hu(rs.k)
             levels.append("user")

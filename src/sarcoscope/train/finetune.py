@@ -8,8 +8,13 @@ the case name, into
   else — never trained on and never used to choose the exported weights, so the "after" report
   is not biased towards them;
 * **validation** slices, carved from the remaining ones (the same fraction, at least one) when
-  at least three remain: they pick the best checkpoint; with fewer, nothing is carved and the
-  weights of the last step are exported;
+  at least three remain: they pick the best checkpoint, checked every
+  ``min([train] val_every, steps // 10)`` steps (at least every step) and at the last step run,
+  so a run of a few hundred steps makes about ten checks whatever ``val_every`` the full
+  training uses (500 in shipped.toml); a run stopped by ``max_minutes`` is checked at the step
+  where it stops and exports the best of the checks made. With fewer slices nothing is carved
+  and the weights of the last step are exported. The report and the card say how many checks
+  were made and at which step the exported weights are;
 * **training** slices: the rest.
 
 Fine-tuning runs on the init model's grid (pixel size and HU windows from its ONNX metadata):
@@ -23,6 +28,13 @@ Outputs, per output model ``M.onnx`` (``--out``, default ``<run_dir>/finetune/<n
 before/after CSV, JSON and plots, metrics.jsonl). A rerun first removes the files of that list
 from ``M-report/``, so no stale "before" or metrics line survives; other files are left alone.
 
+References are read by ``train.annotations.load_reference``, which also refuses a NIfTI mask
+whose header does not put it on its CT's grid (the same check as ``sarcoscope evaluate``).
+
+Output paths are checked before any data is read: ``--out`` must end in ``.onnx``, must not be
+the ``--init`` model (that would overwrite it and its card), and its folder and ``M-report``
+must be writable folders; a write that fails later is an ``ExportError`` (exit 5) naming the path.
+
 Reference tissue labels are turned into the model's compartments (muscle + IMAT → envelope,
 VAT → visceral fat, SAT → subcutaneous fat); the run-time HU gating recreates the tissues.
 """
@@ -33,20 +45,22 @@ import hashlib
 import json
 import logging
 import math
+import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sarcoscope.errors import ConfigError, InputError
+from sarcoscope.errors import ConfigError, ExportError, InputError
 from sarcoscope.evaluate import CaseAgreement, compare_case, summarise, summary_table, write_report
 from sarcoscope.segment.onnx_model import N_COMPARTMENTS, GridSpec, OnnxSegmenter, compartments_from_tissues
-from sarcoscope.train.annotations import IDENTITY_MAP, format_value_map, load_reference, scan_pairs
+from sarcoscope.train.annotations import IDENTITY_MAP, PairScan, format_value_map, load_reference, scan_pairs
 from sarcoscope.train.config import Config
 from sarcoscope.train.data import CachedSet, to_canvas
 from sarcoscope.train.export import export_onnx, unet_from_onnx, write_card
-from sarcoscope.train.loop import fit, grid_spec
+from sarcoscope.train.loop import FitResult, fit, grid_spec
 from sarcoscope.train.model import UNet
 
 logger = logging.getLogger(__name__)
@@ -199,6 +213,94 @@ def _clean_report_dir(report_dir: Path) -> None:
         (report_dir / name).unlink(missing_ok=True)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _write_error(out_path: Path, exc: OSError) -> ExportError:
+    where = exc.filename or out_path
+    return ExportError(
+        f"{out_path}: cannot write the fine-tuned model or its report ({exc.strerror or exc}: {where}); "
+        "check that the folder is writable and the disk is not full, or choose another --out"
+    )
+
+
+def _probe_folder(folder: Path, out_path: Path) -> None:
+    """Refuse a folder (or its nearest existing parent, where it would be created) that is not a
+    writable folder."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise ExportError(
+            f"{out_path}: {existing} is a file, not a folder, so {folder} cannot be created; "
+            "choose another --out"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise _write_error(out_path, exc) from exc
+
+
+def check_outputs(out_path: Path, init: Path | None) -> Path:
+    """Refuse, before any data is read, outputs that cannot be written or would replace ``init``;
+    returns the report folder.
+
+    The run writes ``M.onnx``, ``M.json`` (its card) and the folder ``M-report``; a file of that
+    folder's name, a folder in the model's place or an unwritable location failed only after
+    the data were read and the model trained, as an internal error.
+    """
+    if out_path.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out_path}: the fine-tuned model is an ONNX file; give a name ending in .onnx")
+    card = out_path.with_suffix(".json")
+    if init is not None and (_same_file(out_path, Path(init)) or _same_file(card, Path(init).with_suffix(".json"))):
+        raise ExportError(
+            f"--out {out_path} is the --init model {init}: fine-tuning would overwrite it and its card "
+            f"{card.name}; choose another --out (the default is <run_dir>/finetune/<name>-finetuned.onnx)"
+        )
+    report_dir = report_dir_for(out_path)
+    for path, what in ((out_path, "the fine-tuned model"), (card, "its model card")):
+        if path.is_dir():
+            raise ExportError(f"{out_path}: {path} is a folder, but {what} is written there; choose another --out")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ExportError(f"{out_path}: {path} exists and is read-only ({what}); choose another --out")
+    if report_dir.exists() and not report_dir.is_dir():
+        raise ExportError(
+            f"{out_path}: {report_dir} is a file, but the fine-tuning report is written into a folder of "
+            "that name beside the model; move or rename that file, or choose another --out"
+        )
+    _probe_folder(out_path.parent, out_path)
+    _probe_folder(report_dir, out_path)
+    return report_dir
+
+
+def selection_text(
+    fitted: FitResult, val_items: list[AnnotatedSlice], n_rest: int, val_every: int, steps: int, max_minutes: float
+) -> str:
+    """What the exported weights are, in words: the validation set, the checks made, the step kept."""
+    if val_items and fitted.best_step:
+        checks = ("1 check, at the last step run: the exported weights are the last ones" if fitted.n_checks == 1
+                  else f"{fitted.n_checks} checks (every {val_every} steps and at the last step run); the exported "
+                  f"weights are those of step {fitted.best_step} of {fitted.steps_done}")
+        text = (f"the best mean Dice on {len(val_items)} validation slice(s) carved from the training slices "
+                f"({', '.join(it.case for it in val_items)}) over {checks}")
+    elif val_items:
+        text = f"the last step (none of the {fitted.n_checks} validation checks gave a Dice score)"
+    else:
+        text = (f"the last step (only {n_rest} non-held-out slices: too few to carve a validation part; "
+                "metrics.jsonl's val_dice is measured on the training slices)")
+    if fitted.stopped_by_time:
+        text += (f"; the run stopped at step {fitted.steps_done} of {steps} (max_minutes {max_minutes:g}) and was "
+                 "checked there")
+    return text
+
+
 def finetune(
     cfg: Config, data_dir: Path, *, init: Path | None, out: Path | None, value_map: dict[int, int] | None = None
 ) -> FinetuneReport:
@@ -209,9 +311,7 @@ def finetune(
     torch.set_num_threads(max(1, cfg.train.threads))
     data_dir = Path(data_dir)
     out_path = Path(out) if out is not None else Path(cfg.run_dir) / "finetune" / f"{cfg.name}-finetuned.onnx"
-    if out_path.suffix.lower() != ".onnx":
-        raise ConfigError(f"--out {out_path}: the fine-tuned model is an ONNX file; give a name ending in .onnx")
-    report_dir = report_dir_for(out_path)
+    report_dir = check_outputs(out_path, init)
     scan = scan_pairs(data_dir)
     tag_map = value_map or cfg.finetune.tag_map
     if value_map and not any(r.name.lower().endswith(".tag") for _, r in scan.pairs):
@@ -239,24 +339,40 @@ def finetune(
 
     steps = cfg.finetune.steps
     if val_items:
-        selection = (f"the best mean Dice on {len(val_items)} validation slice(s) carved from the training slices "
-                     f"({', '.join(it.case for it in val_items)})")
+        # [train] val_every suits full training (500 of 12000 steps); a fine-tuning run of a few
+        # hundred steps would otherwise be checked once, at its end, and choose nothing
+        val_every = min(cfg.train.val_every, max(1, steps // 10))
         select_set = val_items
     else:
-        selection = (f"the last step (only {len(rest)} non-held-out slices: too few to carve a validation part; "
-                     "metrics.jsonl's val_dice is measured on the training slices)")
+        val_every = steps  # one check, at the end: the last step
         select_set = train_items
-        cfg = replace(cfg, train=replace(cfg.train, val_every=steps))  # one check, at the end: the last step
+    cfg = replace(cfg, train=replace(cfg.train, val_every=val_every))
 
-    _clean_report_dir(report_dir)
-    model, _, steps_done, minutes = fit(
-        model, _as_set(train_items, cfg, spec, report_dir), _as_set(select_set, cfg, spec, report_dir), cfg, spec,
-        report_dir, steps=steps, lr=cfg.finetune.lr, freeze_bn=init is not None,
-    )
-    for name in ("best.pt", "last.pt"):  # the exported file holds these weights
-        (report_dir / name).unlink(missing_ok=True)
+    try:
+        _clean_report_dir(report_dir)
+        fitted = fit(
+            model, _as_set(train_items, cfg, spec, report_dir), _as_set(select_set, cfg, spec, report_dir), cfg,
+            spec, report_dir, steps=steps, lr=cfg.finetune.lr, freeze_bn=init is not None,
+        )
+        for name in ("best.pt", "last.pt"):  # the exported file holds these weights
+            (report_dir / name).unlink(missing_ok=True)
+        selection = selection_text(fitted, val_items, len(rest), val_every, steps, cfg.train.max_minutes)
+        if fitted.stopped_by_time:
+            logger.warning("fine-tuning stopped by max_minutes; exported weights: %s", selection)
+        return _export_and_report(cfg, fitted, spec, out_path, report_dir, init, init_sha, data_dir, scan, tag_map,
+                                  items, (train_items, val_items, hold_items), before, selection, notes)
+    except OSError as exc:
+        raise _write_error(out_path, exc) from exc
 
-    sha = export_onnx(model, spec, out_path, name=f"{cfg.name}-finetuned", version=f"{cfg.version}+ft",
+
+def _export_and_report(
+    cfg: Config, fitted: FitResult, spec: GridSpec, out_path: Path, report_dir: Path, init: Path | None,
+    init_sha: str | None, data_dir: Path, scan: PairScan, tag_map: dict[int, int], items: list[AnnotatedSlice],
+    splits: tuple[list[AnnotatedSlice], list[AnnotatedSlice], list[AnnotatedSlice]], before: list[CaseAgreement],
+    selection: str, notes: list[str],
+) -> FinetuneReport:
+    train_items, val_items, hold_items = splits
+    sha = export_onnx(fitted.model, spec, out_path, name=f"{cfg.name}-finetuned", version=f"{cfg.version}+ft",
                       extra={"finetuned_from": str(init) if init else ""})
     unpaired = tuple(scan.unpaired_text(data_dir))
     # the card first: scoring loads the file, which checks the card beside it
@@ -264,8 +380,10 @@ def finetune(
         "name": f"{cfg.name}-finetuned", "version": f"{cfg.version}+ft", "file": out_path.name, "sha256": sha,
         "finetuned_from": str(init) if init else None, "finetuned_from_sha256": init_sha,
         "grid": json.loads(spec.to_json()), "n_train": len(train_items), "n_validation": len(val_items),
-        "n_holdout": len(hold_items), "checkpoint": selection, "steps": steps_done, "minutes": round(minutes, 2),
-        "holdout_cases": [it.case for it in hold_items], "report": report_dir.name,
+        "n_holdout": len(hold_items), "checkpoint": selection, "validation_checks": fitted.n_checks,
+        "checkpoint_step": fitted.best_step or fitted.steps_done, "steps": fitted.steps_done,
+        "minutes": round(fitted.minutes, 2), "holdout_cases": [it.case for it in hold_items],
+        "report": report_dir.name,
     })
     after = _score(OnnxSegmenter(out_path), hold_items)
 
@@ -287,7 +405,7 @@ def finetune(
         f"{', '.join(it.case for it in hold_items)}",
         f"- exported weights: {selection}",
         f"- grid: {_grid_text(spec)}",
-        f"- steps: {steps_done}, minutes: {minutes:.1f}",
+        f"- steps: {fitted.steps_done}, minutes: {fitted.minutes:.1f}",
     ]
     lines += [f"- note: {n}" for n in notes]
     lines += [f"- unpaired files in `{data_dir}`: {u}" for u in unpaired]

@@ -43,6 +43,21 @@ class TrainResult:
     card_path: Path
 
 
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` returns: the model with the best checked weights loaded (on the CPU), their
+    validation Dice, steps run, minutes, how many validation checks were made and at which step
+    the best one was (0 when none was made)."""
+
+    model: UNet
+    best_val_dice: dict[str, float]
+    steps_done: int
+    minutes: float
+    n_checks: int
+    best_step: int
+    stopped_by_time: bool
+
+
 def grid_spec(cfg: Config) -> GridSpec:
     return GridSpec(
         spacing_mm=cfg.grid.spacing_mm,
@@ -139,8 +154,10 @@ def fit(
     steps: int,
     lr: float,
     freeze_bn: bool = False,
-) -> tuple[UNet, dict[str, float], int, float]:
-    """Optimise ``model`` for ``steps`` steps; return the best-validated model, its Dice, steps, minutes."""
+) -> FitResult:
+    """Optimise ``model`` for ``steps`` steps, validating every ``cfg.train.val_every`` steps and
+    at the last step run (the step budget's or the ``max_minutes`` guard's); the best-validated
+    weights are returned."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
     if device.type == "cuda":
@@ -163,6 +180,7 @@ def fit(
         _freeze_bn(model)
     running = 0.0
     step = 0
+    n_checks, best_step, stopped_by_time = 0, 0, False
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg, lr, steps, (time.perf_counter() - t0) / 60)
@@ -182,6 +200,7 @@ def fit(
             if freeze_bn:
                 _freeze_bn(model)
             score = float(np.nanmean(dice))
+            n_checks += 1
             record = {
                 "step": step + 1, "minutes": round(minutes, 2), "loss": round(running, 4),
                 "lr": opt.param_groups[0]["lr"], "val_dice": [round(float(d), 4) for d in dice], "val_mean": round(score, 4),
@@ -192,6 +211,7 @@ def fit(
             torch.save({"model": _cpu_state(model), "step": step + 1}, run_dir / "last.pt")
             if score > best_score:
                 best_score = score
+                best_step = step + 1
                 best_dice = dict(zip(COMPARTMENT_NAMES[1:], (round(float(d), 4) for d in dice)))
                 best_state = _cpu_state(model)
                 torch.save({"model": best_state, "step": step + 1, "val_dice": best_dice}, run_dir / "best.pt")
@@ -199,12 +219,14 @@ def fit(
             logger.info("step %d  %.1f min  loss %.4f", step + 1, minutes, running)
         if minutes > cfg.train.max_minutes:
             logger.warning("stopping at step %d: max_minutes %.0f reached", step + 1, cfg.train.max_minutes)
+            stopped_by_time = step + 1 < steps
             break
     model = model.to("cpu")
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return model, best_dice, step + 1, (time.perf_counter() - t0) / 60
+    return FitResult(model, best_dice, step + 1, (time.perf_counter() - t0) / 60, n_checks, best_step,
+                     stopped_by_time)
 
 
 def _machine_text(cfg: Config) -> str:
@@ -243,9 +265,8 @@ def train_from_config(cfg: Config, *, out: Path | None = None, init: Path | None
     # an exported file has its BatchNorm folded into the convolutions (the rebuilt BatchNorm
     # layers are identities): batch statistics would rescale every layer, so keep them frozen
     freeze_bn = cfg.train.freeze_bn or init is not None
-    model, best_dice, steps_done, minutes = fit(
-        model, train, val, cfg, spec, run_dir, steps=cfg.train.steps, lr=cfg.train.lr, freeze_bn=freeze_bn
-    )
+    fitted = fit(model, train, val, cfg, spec, run_dir, steps=cfg.train.steps, lr=cfg.train.lr, freeze_bn=freeze_bn)
+    model, best_dice, steps_done, minutes = fitted.model, fitted.best_val_dice, fitted.steps_done, fitted.minutes
     out_path = Path(out) if out is not None else Path(cfg.out)
     sha = export_onnx(model, spec, out_path, name=cfg.name, version=cfg.version, extra={"config_digest": cfg.digest()})
     n_params = sum(p.numel() for p in model.parameters())
