@@ -182,6 +182,11 @@ def test_liver_auto_reports_l3_not_found_and_sends_nothing(node, local, liver, o
     assert orthanc.series_in_study(liver["study"]) == before  # nothing sent
     assert not (tmp_path / "out" / "seg.dcm").exists()
     assert not list((local.work_dir / "images").rglob("*.dcm"))  # retrieved images cleaned up
+    from sarcoscope.pacs.audit import read_audit
+
+    events = read_audit(local.audit_path)
+    assert [e["event"] for e in events][-3:] == ["request", "retrieved", "failed"]  # one outcome
+    assert events[-1]["error_type"] == "L3NotFound" and events[-1]["study_uid"] == liver["study"]
 
 
 def test_liver_explicit_slice_cget_cstore(node, local, liver, orthanc, tmp_path) -> None:
@@ -195,8 +200,10 @@ def test_liver_explicit_slice_cget_cstore(node, local, liver, orthanc, tmp_path)
     assert dcmread(run.result.volume.slice_files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
     assert set(run.timings_s) == {"query", "retrieve", "analyse", "send"}
     check_results_in_pacs(orthanc, run, tmp_path)
-    events = [e["event"] for e in read_audit(local.audit_path)]
-    assert events == ["request", "retrieved", "analysed", "sent"]
+    records = read_audit(local.audit_path)
+    assert [e["event"] for e in records] == ["request", "retrieved", "analysed", "sent"]
+    assert records[0]["calling_aet"] == local.ae_title and len(records[0]["accession_hmac"]) == 16
+    assert records[-1]["sop_instance_uids"] == run.stored_uids and records[-1]["via"] == "store"
     text = local.audit_path.read_text()
     assert "LIVERDOME" not in text and "LD0001" not in text
 
@@ -230,6 +237,35 @@ def test_phantom_wado_and_cstore_twice_is_idempotent(node, local, orthanc, tmp_p
     assert _ts(second) == "1.2.840.10008.1.2.4.80"
     assert first.stored_uids == second.stored_uids  # same analysis, same UIDs
     check_results_in_pacs(orthanc, second, tmp_path)  # exactly one SEG, SR, SC series of one instance
+
+
+def test_reanalysis_with_other_patient_data_gets_new_uids_in_the_pacs(node, local, orthanc, tmp_path) -> None:
+    """Re-running with another height/sex changes SMI and flags: the second SR must not reuse the
+    first one's UIDs (Orthanc keeps the first instance stored under a UID), so the PACS ends up
+    holding both reports, each with its own SMI, and a third identical run adds nothing."""
+    from dataclasses import replace
+
+    from sarcoscope.cli.pacs import run_pacs_analysis
+
+    ph = write_phantom_study(tmp_path / "ph", seed=7, accession="PH-REDO")
+    storescu(orthanc, ph["files"])
+    base = _settings(str(ph["l3_index"]))
+    tall = replace(base, height_cm=190.0, sex="F")
+    short = replace(base, height_cm=150.0, sex="M")
+    runs = [run_pacs_analysis(node, local, st, study_uid=ph["study"], via="get", send_back=True,
+                              out_dir=tmp_path / f"o{i}", keep_images=True) for i, st in enumerate((tall, short, short))]
+    smi = [r.result.measurements[0].smi_cm2_m2 for r in runs]
+    assert smi[0] != pytest.approx(smi[1])
+    assert not set(runs[0].stored_uids) & set(runs[1].stored_uids)  # content changed: all UIDs new
+    assert runs[1].stored_uids == runs[2].stored_uids  # identical re-run: the same UIDs
+    srs = [s for s in _ours(orthanc, ph["study"]) if s["modality"] == "SR"]
+    assert len(srs) == 2 and all(len(s["instances"]) == 1 for s in srs)
+    in_pacs = []
+    for n, s in enumerate(srs):
+        dump = subprocess.run(["dsrdump", str(orthanc.instance_file(s["instances"][0], tmp_path / f"sr{n}.dcm"))],
+                              capture_output=True, check=True).stdout.decode("latin-1")
+        in_pacs += [float(v) for v in re.findall(r'NUM:\(,,"Skeletal muscle index"\)="([-0-9.]+)"', dump)]
+    assert sorted(in_pacs) == pytest.approx(sorted(smi[:2]), rel=1e-6)
 
 
 def test_cli_auto_l3_phantom_study_send_back(orthanc: OrthancServer, tmp_path: Path, capsys) -> None:

@@ -300,7 +300,7 @@ def test_scp_refuses_instance_with_path_like_uid(tmp_path: Path) -> None:
     local = LocalNode(ae_title="SARCO", port=_free_port(), work_dir=tmp_path)
     with StorageSCP(local, tmp_path / "in") as scp:
         node = PacsNode("me", "SARCO", "127.0.0.1", scp.port, timeout_s=5)
-        with pytest.raises(PacsError, match=r"C-STORE of evil\.dcm .* status 0xC000") as info:
+        with pytest.raises(PacsError, match=r"stopped at the CT Image Storage \(evil\.dcm\): DIMSE status 0xC000 \(error: cannot understand\)") as info:
             dimse.store_files(node, "SENDER", [tmp_path / "evil.dcm"])
     assert info.value.status == 0xC000
     assert scp.n_received == 0
@@ -316,8 +316,9 @@ def test_cli_option_errors_before_any_network(tmp_path: Path, capsys) -> None:
     assert "--date-range '2024-01-01': use YYYYMMDD-YYYYMMDD" in capsys.readouterr().err
     assert main(["pacs", "analyze", "p", "--config", str(cfg), "--study", "1.2.3", "--accession", "A1"]) == 2
     assert "exactly one of --study UID or --accession" in capsys.readouterr().err
-    assert main(["pacs", "analyze", "p", "--config", str(cfg), "--study", "1.2.03"]) == 6
-    assert "'1.2.03' is not a valid DICOM UID" in capsys.readouterr().err
+    for bad in ("1.2.03", "../../etc"):  # bad input, not a PACS failure: exit 2, before any network
+        assert main(["pacs", "analyze", "p", "--config", str(cfg), "--study", bad]) == 2
+        assert f"--study {bad!r} is not a DICOM UID" in capsys.readouterr().err
     assert main(["node", "--config", str(cfg)]) == 2
     assert "needs a node to send results to" in capsys.readouterr().err
 

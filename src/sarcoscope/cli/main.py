@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
 import sys
 from typing import Any
 
@@ -60,8 +62,39 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+#: Environment variable that lets ``-vvv`` show the DICOM identifiers pynetdicom dumps (patient
+#: ID, accession number, names) — for debugging with a PACS vendor, never in routine logs.
+LOG_IDENTIFIERS_ENV = "SARCOSCOPE_LOG_IDENTIFIERS"
+
+# One element of a dataset as pynetdicom logs it: "(0010,0020) LO [value]  # 1 PatientID".
+_ELEMENT_LINE = re.compile(r"^(\s*\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\) [A-Z]{2} )(.*?)(\s+# .*)?$", re.DOTALL)
+
+
+class _DatasetValueFilter(logging.Filter):
+    """Mask the values in pynetdicom's dataset dumps (request/response identifiers logged at INFO
+    and DEBUG: patient ID, accession, names …); tag and keyword stay, so the dump is still useful."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("pynetdicom"):
+            m = _ELEMENT_LINE.match(record.getMessage())
+            if m:
+                record.msg = f"{m.group(1)}[value hidden]{m.group(3) or ''}"
+                record.args = ()
+        return True
+
+
+def log_identifiers_opt_in() -> bool:
+    """Whether the user asked (``SARCOSCOPE_LOG_IDENTIFIERS=1``) for identifiers in -vvv logs."""
+    return os.environ.get(LOG_IDENTIFIERS_ENV, "").strip().lower() in ("1", "yes", "true")
+
+
 def configure_logging(verbose: int) -> None:
-    """Rich log handler on stderr: warnings by default, -v info, -vv debug."""
+    """Rich log handler on stderr: warnings by default, -v info, -vv debug, -vvv third-party debug.
+
+    -vvv adds pydicom's and pynetdicom's own debug output (PDUs, DIMSE messages). The identifier
+    datasets pynetdicom dumps there are masked, and its request/response identifier logging is
+    off, unless ``SARCOSCOPE_LOG_IDENTIFIERS=1`` is set (then a warning says so on stderr).
+    """
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -75,12 +108,28 @@ def configure_logging(verbose: int) -> None:
     )
     handler._sarcoscope = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s"))
+    show_identifiers = verbose > 2 and log_identifiers_opt_in()
+    if not show_identifiers:
+        handler.addFilter(_DatasetValueFilter())
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("sarcoscope").setLevel(level)
     # Third-party chatter only when asked for debugging.
     for name in ("pydicom", "pynetdicom", "PIL", "matplotlib"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
+    if verbose > 2:  # below -vvv pynetdicom logs warnings only; importing it would slow every command
+        try:
+            from pynetdicom import _config as pynetdicom_config
+
+            pynetdicom_config.LOG_REQUEST_IDENTIFIERS = show_identifiers
+            pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = show_identifiers
+        except ImportError:  # the pacs part is not installed
+            pass
+    if show_identifiers:
+        stderr().print(
+            f"warning: -vvv with {LOG_IDENTIFIERS_ENV}=1 logs DICOM identifiers (patient IDs, names, accession "
+            "numbers) to stderr; do not keep or share this output", markup=False,
+        )
 
 
 def _print_version(value: bool) -> None:
@@ -93,7 +142,8 @@ def _print_version(value: bool) -> None:
 def _root(
     verbose: int = typer.Option(
         0, "--verbose", "-v", count=True,
-        help="More log output (-v info, -vv debug); tracebacks for internal errors.",
+        help="More log output (-v info, -vv debug, -vvv library debug with DICOM identifiers masked); "
+        "tracebacks for internal errors.",
     ),
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True,

@@ -96,14 +96,24 @@ def run_pacs_analysis(
     keep_images: bool = False,
     audit: "AuditLog | None" = None,
 ) -> PacsRun:
-    from sarcoscope.pacs import dimse, web, workflow
     from sarcoscope.pacs.audit import AuditLog
-    from sarcoscope.pacs.uids import short_hash, uid_path
 
-    audit = audit or AuditLog(local.audit_path)
+    audit = audit or AuditLog.for_local(local)
+    with audit.request(node=node.name, calling_aet=local.ae_title, study_uid=study_uid or "",
+                       accession_hmac=audit.digest(accession) if accession else "", via=via,
+                       send_back=send_back) as req:
+        return _run_audited(node, local, settings, req, audit, study_uid=study_uid, accession=accession, via=via,
+                            send_back=send_back, send_via=send_via, out_dir=out_dir, keep_images=keep_images)
+
+
+def _run_audited(node, local, settings, req, audit, *, study_uid, accession, via, send_back, send_via, out_dir,
+                 keep_images) -> PacsRun:
+    """The body of ``run_pacs_analysis``: every way out ends the audited request with one outcome."""
+    from sarcoscope.pacs import dimse, web, workflow
+    from sarcoscope.pacs.config import redact_url
+    from sarcoscope.pacs.uids import uid_path
+
     timings: dict[str, float] = {}
-    audit.record("request", node=node.name, study_uid=study_uid or "",
-                 accession_sha256=short_hash(accession) if accession else "", via=via, send_back=send_back)
     t0 = time.perf_counter()
     if study_uid is None and accession and via == "wado":
         found = web.qido_studies(node, dimse.StudyQuery(accession=accession))
@@ -111,13 +121,20 @@ def run_pacs_analysis(
         if len(uids) != 1:
             from sarcoscope.errors import PacsError
 
-            raise PacsError(f"{len(uids)} studies on {node.dicomweb_url} match the accession number given; "
-                            "need exactly one (use --study UID)")
+            raise PacsError(f"{len(uids)} studies on {redact_url(node.dicomweb_url)} match the accession number "
+                            "given; need exactly one (use --study UID)")
         study = uids[0]
     else:
         study = dimse.resolve_study(node, local.ae_title, study_uid=study_uid, accession=accession)
-    series = workflow.choose_series(workflow.list_series(node, local, study, via), study,
-                                    probe=workflow.series_probe(node, local, via))
+    req.context["study_uid"] = study
+    listed = workflow.list_series(node, local, study, via)
+    if not listed:
+        from sarcoscope.errors import PacsError
+
+        where = redact_url(node.dicomweb_url) if via == "wado" else node.describe()
+        raise PacsError(f"study {study} not found on {where} (it has no series there); check the "
+                        "StudyInstanceUID with `sarcoscope pacs find`")
+    series = workflow.choose_series(listed, study, probe=workflow.series_probe(node, local, via))
     timings["query"] = time.perf_counter() - t0
     log.info("study %s: analysing %s", study, series.describe())
 
@@ -130,20 +147,26 @@ def run_pacs_analysis(
     try:
         t0 = time.perf_counter()
         out = Path(out_dir) if out_dir is not None else uid_path(Path(local.work_dir) / "results", study)
-        try:
-            result, files = analyse_folder(stats.folder, settings, out)
-        except Exception as exc:
-            audit.record("analysis-failed", study_uid=study, series_uid=series.series_uid, error=str(exc)[:500])
-            raise
+        result, files = analyse_folder(stats.folder, settings, out)
         timings["analyse"] = time.perf_counter() - t0
+        run = PacsRun(study, series.series_uid, result, files, timings_s=timings, n_retrieved=stats.n_files)
+        if not send_back:
+            req.outcome("analysed", series_uid=series.series_uid, slices=list(result.choice.indices),
+                        outputs=[f.name for f in files])
+            return run
         audit.record("analysed", study_uid=study, series_uid=series.series_uid,
                      slices=list(result.choice.indices), outputs=[f.name for f in files])
-        run = PacsRun(study, series.series_uid, result, files, timings_s=timings, n_retrieved=stats.n_files)
-        if send_back:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        try:
             run.stored_uids = workflow.send_files(node, local, files, send_via)
-            timings["send"] = time.perf_counter() - t0
-            audit.record("sent", node=node.name, study_uid=study, via=send_via, sop_instance_uids=run.stored_uids)
+        except workflow.SendError as exc:
+            req.outcome("send-failed", via=send_via, reason=str(exc)[:500],
+                        sop_instance_uids=list(exc.stored_uids),
+                        unconfirmed_sop_instance_uids=[o.sop_instance_uid for o in exc.unconfirmed],
+                        not_sent=[o.kind for o in exc.not_sent])
+            raise
+        timings["send"] = time.perf_counter() - t0
+        req.outcome("sent", via=send_via, sop_instance_uids=run.stored_uids)
         return run
     finally:
         if not keep_images:
@@ -170,6 +193,68 @@ def tls_with_overrides(base, ca=None, cert=None, key=None, check_hostname=None):
     )
 
 
+def check_writable_dir(path: Path, what: str, setting: str) -> None:
+    """Create ``path`` if needed; ConfigError naming it and the setting when that is impossible."""
+    import os
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from sarcoscope.errors import ConfigError
+
+        raise ConfigError(f"{what} {path} cannot be created ({exc.strerror or type(exc).__name__}); "
+                          f"set {setting} to a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        from sarcoscope.errors import ConfigError
+
+        raise ConfigError(f"{what} {path} is not writable for this user; set {setting} to a folder you can "
+                          "write to")
+
+
+def _check_audit_dir(local: "LocalNode") -> None:
+    if local.audit_log is None:  # work_dir/audit.jsonl
+        check_writable_dir(local.work_dir, "work_dir", "[local] work_dir or --work-dir")
+    else:
+        check_writable_dir(local.audit_log.parent, "audit log folder", "[local] audit_log or --audit-log")
+
+
+def check_tls_files(node: "PacsNode | None" = None, local: "LocalNode | None" = None, server: bool = False,
+                    options: str = "--tls-*") -> None:
+    """Load the TLS files now (ConfigError naming the file and what is wrong) instead of failing
+    half-way through a retrieval or when the first study arrives."""
+    from sarcoscope.pacs.tls import client_context, server_context
+
+    if node is not None and node.tls is not None:
+        client_context(node.tls, f"node {node.name!r} TLS ([nodes.{node.name}.tls] or the {options} options)")
+    if server and local is not None and local.tls is not None:
+        server_context(local.tls)
+
+
+def check_host_resolves(node: "PacsNode") -> None:
+    """PacsError naming the host when it does not resolve (a typo, no DNS), before any association."""
+    import socket
+
+    from sarcoscope.errors import ConfigError, PacsError
+
+    try:
+        socket.getaddrinfo(node.host, node.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PacsError(f"cannot resolve host {node.host!r} of node {node.name!r} ({exc.strerror}); check "
+                        f"[nodes.{node.name}] host or --host (a typo, or no DNS for it here)") from None
+    except (UnicodeError, ValueError) as exc:
+        raise ConfigError(f"host {node.host!r} of node {node.name!r} is not a valid host name ({exc}); fix "
+                          f"[nodes.{node.name}] host or --host") from None
+
+
+def _warn_url_credentials(node: "PacsNode | None") -> None:
+    from sarcoscope.pacs.config import redact_url, url_has_credentials
+
+    if node is not None and url_has_credentials(node.dicomweb_url):
+        log.warning("node %r: dicomweb_url %s carries credentials; they are used, but move them to "
+                    "[nodes.%s.auth] (secret_file or secret_env; see docs/pacs.md)",
+                    node.name, redact_url(node.dicomweb_url), node.name)
+
+
 def _load(config: Path | None, node_name: str | None, host, port, aet, dicomweb_url, calling_aet, local_port=None,
           work_dir=None, tls_ca=None, tls_cert=None, tls_key=None, timeout_s=None, tls_check_hostname=None,
           audit_log=None):
@@ -185,6 +270,9 @@ def _load(config: Path | None, node_name: str | None, host, port, aet, dicomweb_
         if tls != node.tls:
             node = replace(node, tls=tls)
     local = local_with_overrides(cfg, ae_title=calling_aet, port=local_port, work_dir=work_dir, audit_log=audit_log)
+    _warn_url_credentials(node)
+    check_tls_files(node)
+    _check_audit_dir(local)
     return cfg, node, local
 
 
@@ -227,8 +315,9 @@ def echo_command(
     _, pnode, local = _load(config, node, host, port, aet, None, calling_aet, tls_ca=tls_ca, tls_cert=tls_cert,
                             tls_key=tls_key, timeout_s=timeout_s, tls_check_hostname=tls_check_hostname,
                             audit_log=audit_log)
+    check_host_resolves(pnode)
     ms = echo(pnode, local.ae_title)
-    AuditLog(local.audit_path).record("echo", node=pnode.name, ms=round(ms, 1))
+    AuditLog.for_local(local).record("echo", node=pnode.name, calling_aet=local.ae_title, ms=round(ms, 1))
     _console().print(f"C-ECHO {pnode.describe()} from {local.ae_title}: OK in {ms:.0f} ms")
 
 
@@ -253,7 +342,6 @@ def find_command(
     from sarcoscope.errors import ConfigError
     from sarcoscope.pacs import dimse
     from sarcoscope.pacs.audit import AuditLog
-    from sarcoscope.pacs.uids import short_hash
 
     date_from = date_to = None
     if date_range:
@@ -271,11 +359,13 @@ def find_command(
 
         studies = qido_studies(pnode, query)
     else:
+        check_host_resolves(pnode)
         studies = dimse.find_studies(pnode, local.ae_title, query)
-    AuditLog(local.audit_path).record(
-        "find", node=pnode.name, via="qido" if web else "c-find", n_results=len(studies),
-        patient_id_sha256=short_hash(patient_id) if patient_id else "",
-        accession_sha256=short_hash(accession) if accession else "", date_range=date_range or "",
+    audit = AuditLog.for_local(local)
+    audit.record(
+        "find", node=pnode.name, calling_aet=local.ae_title, via="qido" if web else "c-find",
+        n_results=len(studies), patient_id_hmac=audit.digest(patient_id) if patient_id else "",
+        accession_hmac=audit.digest(accession) if accession else "", date_range=date_range or "",
         modality=modality or "")
     table = Table(title=f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} on {pnode.describe()}")
     for col in ("Patient ID", "Accession", "Date", "Modalities", "Series", "Images", "Description", "StudyInstanceUID"):
@@ -315,11 +405,21 @@ def analyze_pacs_command(
     from sarcoscope.errors import ConfigError
     from sarcoscope.settings import AnalysisSettings
 
+    from sarcoscope.pacs.uids import is_valid_uid
+
     if bool(study) == bool(accession):
         raise ConfigError("give exactly one of --study UID or --accession NUMBER")
+    if study and not is_valid_uid(study):
+        raise ConfigError(f"--study {study[:80]!r} is not a DICOM UID (digits and dots, no leading zeros, at most "
+                          "64 characters, e.g. 1.2.840.113619.2.55.3.1234); give the StudyInstanceUID shown by "
+                          "`sarcoscope pacs find`")
     _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, local_port, work_dir,
                             tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, timeout_s=timeout_s,
                             tls_check_hostname=tls_check_hostname, audit_log=audit_log)
+    check_writable_dir(local.work_dir, "work_dir", "[local] work_dir or --work-dir")
+    check_tls_files(local=local, server=via == Via.move)  # our receiver for C-MOVE
+    if via != Via.wado or (send_back and send_via == SendVia.store):
+        check_host_resolves(pnode)
     settings = AnalysisSettings(slices=slices, segmenter=segmenter, height_cm=height_cm, weight_kg=weight_kg,
                                 sex=sex, reference=reference)
     run = run_pacs_analysis(pnode, local, settings, study_uid=study, accession=accession, via=via.value,
@@ -367,6 +467,10 @@ def node_settings(
         from dataclasses import replace
 
         target = replace(target, tls=send_tls)
+    check_writable_dir(local.work_dir, "work_dir", "[local] work_dir or --work-dir")
+    _check_audit_dir(local)
+    check_tls_files(target, local, server=True, options="--send-tls-*")
+    _warn_url_credentials(target)
     return local, target
 
 
@@ -416,16 +520,18 @@ def node_command(
         quiet_period_s=quiet_period_s, max_attempts=max_attempts, retry_base_s=retry_base_s,
         retry_max_s=retry_max_s, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
         send_tls_ca=send_tls_ca, send_tls_cert=send_tls_cert, send_tls_key=send_tls_key)
+    if send_via == SendVia.store:
+        check_host_resolves(target)
     settings = AnalysisSettings(slices=slices, segmenter=segmenter)
-    audit = AuditLog(local.audit_path)
+    audit = AuditLog.for_local(local)
 
     def process(folder: Path, out: Path) -> list[Path]:
         return analyse_folder(folder, settings, out)[1]
 
-    def send(files) -> None:
-        workflow.send_files(target, local, list(files), send_via.value)
+    def send(files) -> list[str]:
+        return workflow.send_files(target, local, list(files), send_via.value)
 
-    node = Node(local, process, send, audit).start()
+    node = Node(local, process, send, audit, send_via=send_via.value).start()
     _console().print(f"sarcoscope node {local.ae_title} listening on {local.bind}:{node.scp.port}; "
                      f"results go to {target.describe()}", markup=False)
     stop = threading.Event()

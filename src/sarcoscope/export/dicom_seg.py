@@ -6,14 +6,20 @@ images' own pixel grid: our label maps are display-oriented (anterior up, patien
 the left), so each label map is mapped back through the two geometries (display affine and the
 source image's position/orientation), which handles flipped or transposed acquisitions.
 
-UIDs are derived deterministically from the inputs (source series, analysed images, segmenter,
-package version): running the same analysis twice gives the same instances, so a PACS ends up
-with exactly one result set when results are sent again (idempotent send-back).
+UIDs are derived deterministically from a fingerprint of everything that decides the content
+(``result_fingerprint``): running the same analysis twice gives the same instances, so a PACS
+ends up with exactly one result set when results are sent again (idempotent send-back), while
+an analysis whose content differs in any way gets new UIDs (a PACS keeps the first instance it
+received under a UID, so reusing one would leave the old content there).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +55,59 @@ def software_versions(result: AnalysisResult) -> list[str]:
     return [f"sarcoscope {__version__}", model[:64]]
 
 
+def _canonical(value: object) -> object:
+    """A JSON-able, order-independent form of ``value`` for hashing (arrays by digest, floats
+    with 12 significant digits, NaN/inf spelled out)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, np.ndarray):
+        arr = np.ascontiguousarray(value)
+        return {"dtype": arr.dtype.str, "shape": list(arr.shape),
+                "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return format(value, ".12g") if math.isfinite(value) else str(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def result_fingerprint(result: AnalysisResult) -> str:
+    """SHA-256 of everything that decides what SEG, SR and key image contain.
+
+    The inputs (package version, source study/series/frame of reference, the analysed slices
+    and their SOPInstanceUIDs, patient sex/height/weight/age, segmenter name/version/sha256/
+    post-processing steps, cut-off reference) *and* the outputs they produced (every label map,
+    every measurement with its flags). So any change that changes the content — also one not
+    listed here, such as a different HU window — changes the fingerprint, while an identical
+    re-run reproduces it exactly. Timings are left out (they differ between identical runs).
+    """
+    vol = result.volume
+    indices = list(result.choice.indices)
+    content = {
+        "software": ["sarcoscope", __version__],
+        "source": [vol.series.study_uid, vol.series.series_uid, vol.series.frame_of_reference_uid],
+        "slices": indices,
+        "slice_uids": [vol.slice_uids[k] if vol.slice_uids else "" for k in indices],
+        "patient": _canonical(vol.patient),
+        "segmenter": _canonical(result.segmenter),
+        "reference": result.reference,
+        "label_maps": _canonical(result.label_maps),
+        "measurements": _canonical(result.measurements),
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def result_uid(result: AnalysisResult, kind: str) -> str:
-    """Deterministic UID for one output object (``kind`` e.g. ``"seg-series"``)."""
-    seg = result.segmenter
-    parts = [
-        "sarcoscope", __version__, kind, result.volume.series.series_uid,
-        *[result.volume.slice_uids[k] if result.volume.slice_uids else str(k) for k in result.choice.indices],
-        seg.name, seg.version, seg.sha256 or "", result.reference,
-    ]
-    return generate_uid(prefix=UID_PREFIX, entropy_srcs=parts)
+    """Deterministic UID for one output object (``kind`` e.g. ``"seg-series"``): a function of
+    ``result_fingerprint(result)`` and ``kind`` only (see the module docstring for why)."""
+    return generate_uid(prefix=UID_PREFIX, entropy_srcs=["sarcoscope-result-v2", result_fingerprint(result), kind])
 
 
 def source_headers(result: AnalysisResult) -> list[Dataset]:

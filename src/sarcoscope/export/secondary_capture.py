@@ -1,6 +1,7 @@
 """Secondary Capture key image: the overlay picture as DICOM, marked "not for diagnostic use".
 
-Every PACS viewer shows a Secondary Capture, even those that cannot display SEG or SR. The
+Every PACS viewer shows a Secondary Capture, even those that cannot display SEG or SR. It carries
+the source study's patient and study modules exactly as SEG and SR do. The
 warning is burned into the pixels (a banner across the top, BurnedInAnnotation YES) and also
 written to ImageComments, the series description and ContentQualification RESEARCH.
 """
@@ -54,9 +55,10 @@ def build_secondary_capture(
     import highdicom as hd
 
     headers = list(headers) if headers is not None else source_headers(result)
-    if shown_index is not None and shown_index in result.choice.indices:
-        first = result.choice.indices.index(shown_index)
-        headers = [headers[first]] + [h for i, h in enumerate(headers) if i != first]
+    if shown_index is None or shown_index not in result.choice.indices:
+        shown_index = result.choice.indices[0]
+    first = result.choice.indices.index(shown_index)
+    headers = [headers[first]] + [h for i, h in enumerate(headers) if i != first]
     if isinstance(picture, (str, Path)):
         with Image.open(picture) as im:
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -69,9 +71,10 @@ def build_secondary_capture(
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=result_uid(result, "sc-series"),
+        # the shown slice is part of the key image's content, so part of its UIDs
+        series_instance_uid=result_uid(result, f"sc-series-{shown_index}"),
         series_number=SERIES_NUMBERS["sc"],
-        sop_instance_uid=result_uid(result, "sc-instance"),
+        sop_instance_uid=result_uid(result, f"sc-instance-{shown_index}"),
         instance_number=1,
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "P"),
@@ -80,6 +83,11 @@ def build_secondary_capture(
         software_versions=software_versions(result),
         content_qualification="RESEARCH",
     )
+    # the same Patient, General Study, Patient Study and Clinical Trial modules as SEG and SR
+    # (highdicom's SOPClass.copy_patient_and_study_information, which their constructors call):
+    # from_ref_dataset alone copies only a handful of them (no IssuerOfPatientID, PatientAge,
+    # PatientSize, PatientWeight, StudyDescription ...)
+    sc.copy_patient_and_study_information(headers[0])
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = WARNING_TEXT
     sc.DerivationDescription = "sarcoscope overlay of the analysed slice; " + WARNING_TEXT

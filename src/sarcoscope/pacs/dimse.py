@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.sop_class import Verification
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext, build_context, build_role
@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from sarcoscope.errors import PacsError
+from sarcoscope.errors import ExportError, PacsError
 from sarcoscope.pacs.config import PacsNode
 from sarcoscope.pacs.contexts import CT_STORAGE, ct_retrieve_contexts
 from sarcoscope.pacs.scp import write_instance_atomically
@@ -470,22 +470,199 @@ def move_series(
 
 
 # -- C-STORE ----------------------------------------------------------------------------------
+_SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+_SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+#: C-STORE failure statuses (PS3.4 B.2.3, PS3.7 C) in words, by exact code or high byte.
+_STORE_FAILURES = {
+    0x0122: "SOP class not supported",
+    0x0124: "not authorised",
+    0x0210: "duplicate invocation",
+    0x0211: "unrecognised operation",
+    0x0212: "mistyped argument",
+}
+_STORE_FAILURE_CLASSES = {
+    0xA7: "refused: out of resources",
+    0xA9: "error: data set does not match SOP class",
+    0xC0: "error: cannot understand",
+}
+
+
+def result_kind(sop_class_uid: str) -> str:
+    """What a result object is, in the words the user knows: SEG, SR or key image."""
+    uid = str(sop_class_uid)
+    if uid == _SEG_CLASS:
+        return "SEG"
+    if uid.startswith(_SR_PREFIX):
+        return "SR"
+    if uid == _SC_PREFIX or uid.startswith(_SC_PREFIX + "."):
+        return "key image"
+    return UID(uid).name or uid
+
+
+@dataclass(frozen=True)
+class ResultObject:
+    """One object being sent back: what it is and which instance."""
+
+    kind: str  # "SEG", "SR", "key image" (else the SOP class name)
+    sop_class_uid: str
+    sop_instance_uid: str
+    file_name: str
+
+    def describe(self) -> str:
+        return f"{self.kind} ({self.file_name}, SOPInstanceUID {self.sop_instance_uid})"
+
+
+def _kinds(objects: Sequence[ResultObject]) -> str:
+    return ", ".join(o.kind for o in objects) or "none"
+
+
+class SendError(PacsError):
+    """Sending result objects failed; says exactly which of them the PACS holds.
+
+    ``stored``: confirmed stored (success or warning status). ``unconfirmed``: the connection
+    ended while it was being sent, so the PACS may or may not hold it. ``not_sent``: never
+    sent. Nothing is sent when the PACS refuses one of the SOP classes up front: then
+    ``refused_sop_classes`` names them (a permanent condition until the PACS is configured;
+    retrying cannot help) and ``stored`` and ``unconfirmed`` are empty. Result UIDs are deterministic: sending the same
+    files again stores the missing objects and does not duplicate the stored ones.
+    """
+
+    def __init__(
+        self, message: str, *, stored: Sequence[ResultObject] = (), unconfirmed: Sequence[ResultObject] = (),
+        not_sent: Sequence[ResultObject] = (), refused_sop_classes: Sequence[str] = (), status: int | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.refused_sop_classes = tuple(refused_sop_classes)
+        self.stored = tuple(stored)
+        self.unconfirmed = tuple(unconfirmed)
+        self.not_sent = tuple(not_sent)
+
+    @property
+    def stored_uids(self) -> list[str]:
+        """SOPInstanceUIDs the PACS confirmed (for the audit log)."""
+        return [o.sop_instance_uid for o in self.stored]
+
+    @property
+    def partial(self) -> bool:
+        """True when the PACS may hold some but not all of the objects."""
+        return bool(self.stored or self.unconfirmed)
+
+
+def _store_failure_words(code: int) -> str:
+    return _STORE_FAILURES.get(code) or _STORE_FAILURE_CLASSES.get(code >> 8, "failure")
+
+
+def _usable_context(accepted: Sequence[PresentationContext], sop_class: str, ts: str) -> bool:
+    """Whether an accepted context can carry an object of ``sop_class`` encoded as ``ts``: the
+    same transfer syntax, or (as pynetdicom converts them) another uncompressed one of the same
+    endianness."""
+    want = UID(ts)
+    for cx in accepted:
+        if cx.abstract_syntax != sop_class or not cx.transfer_syntax:
+            continue
+        have = UID(cx.transfer_syntax[0])
+        if have == want:
+            return True
+        if not (have.is_compressed or want.is_compressed) and have.is_little_endian == want.is_little_endian:
+            return True
+    return False
+
+
+def _refused_classes_error(
+    node: PacsNode, calling_aet: str, refused: Sequence[tuple[ResultObject, str]], objects: Sequence[ResultObject]
+) -> SendError:
+    what = "; ".join(
+        f"{o.kind} ({UID(o.sop_class_uid).name or 'SOP class'} {o.sop_class_uid}, transfer syntax "
+        f"{UID(ts).name or ts})" for o, ts in refused
+    )
+    classes = ", ".join(sorted({f"{UID(o.sop_class_uid).name or o.sop_class_uid} ({o.sop_class_uid})"
+                                for o, _ in refused}))
+    return SendError(
+        f"PACS {node.describe()} does not accept {what} from calling AE {calling_aet!r}: it declined that "
+        f"presentation context, so nothing was sent (SEG, SR and key image are sent together or not at "
+        f"all). Configure the PACS to accept storage of {classes} from AE {calling_aet!r} with explicit or "
+        "implicit VR little endian (its list of accepted storage SOP classes / transfer syntaxes), or send "
+        "by DICOMweb (--send-via stow) if it accepts them there",
+        not_sent=objects, refused_sop_classes=sorted({o.sop_class_uid for o, _ in refused}),
+    )
+
+
+def _partial_error(
+    node: PacsNode, stored: Sequence[ResultObject], failed: ResultObject, why: str, uncertain: bool,
+    rest: Sequence[ResultObject], status: int | None,
+) -> SendError:
+    unconfirmed = [failed] if uncertain else []
+    not_sent = list(rest) if uncertain else [failed, *rest]
+    held = ("Stored in the PACS: " + ", ".join(o.describe() for o in stored)) if stored else \
+        "The PACS confirmed none of them"
+    maybe = (f"; the {failed.kind} may or may not have been stored (no answer)") if uncertain else ""
+    partial = bool(stored or uncertain)
+    tail = (
+        "The PACS may now hold an incomplete result set. Fix the cause and send again: the same "
+        "UIDs are used, so the missing objects are added and none is duplicated"
+        if partial else "Nothing was stored; fix the cause and send again"
+    )
+    missing = f"; not stored: {_kinds(not_sent)}" if not_sent else ""
+    return SendError(
+        f"C-STORE to {node.describe()} stopped at the {failed.kind} ({failed.file_name}): {why}. {held}{maybe}{missing}. {tail}",
+        stored=stored, unconfirmed=unconfirmed, not_sent=not_sent, status=status,
+    )
+
+
 def store_files(node: PacsNode, calling_aet: str, paths: Sequence[Path]) -> list[str]:
     """C-STORE files to ``node`` (as stored: their transfer syntax, falling back to explicit VR LE).
-    Returns the SOPInstanceUIDs stored. Raises PacsError on the first failure."""
+
+    Returns the SOPInstanceUIDs stored. Before sending anything, checks that the PACS accepted a
+    presentation context for every object's SOP class and transfer syntax (``SendError`` naming
+    the refused class otherwise, nothing sent); a failure part-way raises ``SendError`` whose
+    message and ``stored``/``unconfirmed``/``not_sent`` say which objects the PACS holds.
+    """
     if not paths:
         return []
-    datasets = [dcmread(p) for p in paths]
-    pairs = sorted({(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets})
+    datasets = []
+    for p in paths:
+        try:
+            datasets.append(dcmread(p))
+        except Exception as exc:  # noqa: BLE001 - an unreadable result file, before any network
+            raise ExportError(f"cannot read result file {p} to send it: {exc}") from exc
+    objects = [
+        ResultObject(result_kind(str(d.SOPClassUID)), str(d.SOPClassUID), str(d.SOPInstanceUID), Path(p).name)
+        for p, d in zip(paths, datasets)
+    ]
+    syntaxes_of = [str(d.file_meta.TransferSyntaxUID) for d in datasets]
+    pairs = sorted(set(zip((o.sop_class_uid for o in objects), syntaxes_of)))
     contexts = []
     for sop_class, ts in pairs:
         syntaxes = [ts] + [s for s in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if s != ts]
         contexts.append(build_context(sop_class, syntaxes))
-    stored = []
+    stored: list[ResultObject] = []
     with associate(node, calling_aet, contexts) as assoc:
-        for path, ds in zip(paths, datasets):
-            status = assoc.send_c_store(ds)
-            _check_status(status, node, f"C-STORE of {Path(path).name}", allowed=(SUCCESS, *STORE_WARNINGS))
-            stored.append(str(ds.SOPInstanceUID))
+        refused = [(o, ts) for o, ts in zip(objects, syntaxes_of)
+                   if not _usable_context(assoc.accepted_contexts, o.sop_class_uid, ts)]
+        if refused:
+            raise _refused_classes_error(node, calling_aet, refused, objects)
+        for n, (obj, ds) in enumerate(zip(objects, datasets)):
+            rest = objects[n + 1:]
+            try:
+                status = assoc.send_c_store(ds)
+            except (ValueError, RuntimeError) as exc:  # pynetdicom refuses before sending a byte
+                raise _partial_error(node, stored, obj, f"it could not be sent ({exc})", False, rest, None) from exc
+            if not status or "Status" not in status:
+                raise _partial_error(
+                    node, stored, obj,
+                    f"the PACS closed the association or did not answer within {node.timeout_s:g} s "
+                    "(check the PACS log)", True, rest, None,
+                )
+            code = int(status.Status)
+            if code not in (SUCCESS, *STORE_WARNINGS):
+                comment = status.get("ErrorComment", "")
+                why = f"DIMSE status 0x{code:04X} ({_store_failure_words(code)}" + (f": {comment}" if comment else "") + \
+                    "); check the PACS log and its storage permissions for our AE title"
+                raise _partial_error(node, stored, obj, why, False, rest, code)
+            if code != SUCCESS:
+                log.warning("C-STORE of the %s to %s: warning status 0x%04X (stored)", obj.kind, node.name, code)
+            stored.append(obj)
     log.info("C-STORE to %s: %d instance(s)", node.name, len(stored))
-    return stored
+    return [o.sop_instance_uid for o in stored]

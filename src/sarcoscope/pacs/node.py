@@ -9,7 +9,8 @@ received before that quiet period; anything arriving later starts a new batch in
 and becomes its own job, so a running job never sees, nor deletes, images it did not analyse. A worker thread analyses it (``process``,
 injected by the CLI: pipeline + DICOM writers), sends the results (``send``) and retries with
 exponential back-off when the PACS is unreachable. Studies whose analysis cannot succeed
-(L3 not found, not CT) fail at once with the reason recorded. On start-up, jobs interrupted
+(L3 not found, not CT, a PACS refusing our SEG/SR SOP class) fail at once with the reason
+recorded; a failed job keeps only its record: its staged images and results are deleted. On start-up, jobs interrupted
 by a crash are resumed and received-but-unqueued studies are picked up again: nothing is lost.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -24,8 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from sarcoscope.errors import ExportError, PacsError, SarcoscopeError
-from sarcoscope.pacs.audit import AuditLog
+from sarcoscope.errors import ExportError, L3NotFound, PacsError, SarcoscopeError
+from sarcoscope.pacs.audit import AuditLog, failure_reason
 from sarcoscope.pacs.config import LocalNode
 from sarcoscope.pacs.queue import Job, JobQueue
 from sarcoscope.pacs.scp import StorageSCP, StoredInstance
@@ -37,7 +39,58 @@ log = logging.getLogger(__name__)
 RETRYABLE = (PacsError, ExportError, OSError)
 
 ProcessFn = Callable[[Path, Path], Sequence[Path]]  # (images folder, results folder) -> files to send
-SendFn = Callable[[Sequence[Path]], None]
+#: Sends the files; returns the SOPInstanceUIDs stored (None: the node reads them from the files).
+SendFn = Callable[[Sequence[Path]], "Sequence[str] | None"]
+
+#: C-STORE status "SOP class not supported" (PS3.7 C): permanent for that PACS.
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+#: A PACS that does not accept one of our SOP classes (SEG, SR, secondary capture) will refuse it
+#: on every attempt: pynetdicom's "no presentation context … accepted" or a PacsError saying so.
+_REFUSED_SOP_CLASS = re.compile(
+    r"no presentation context|declined that presentation context|sop class not supported|(refus|reject|not accept|does not accept|not support)\w*[^.;]{0,80}sop class|"
+    r"sop class[^.;]{0,80}(refus|reject|not accept|not support)",
+    re.IGNORECASE,
+)
+#: The locator's advice to give --slices, which the node cannot take per study.
+_SLICES_ADVICE = re.compile(
+    r"[.;,]?\s*(?:or\s+)?give the slice(?: to analyse)? with --slices(?: if you know it)?\.?", re.IGNORECASE
+)
+
+
+def refuses_sop_class(exc: BaseException) -> bool:
+    """True when ``exc`` says the PACS does not accept one of the SOP classes we send
+    (a permanent condition: retrying cannot help until its configuration changes)."""
+    if getattr(exc, "refused_sop_classes", None) or getattr(exc, "permanent", False):
+        return True
+    if isinstance(exc, PacsError) and exc.status == STATUS_SOP_CLASS_NOT_SUPPORTED:
+        return True
+    return isinstance(exc, (PacsError, ValueError)) and bool(_REFUSED_SOP_CLASS.search(str(exc)))
+
+
+def stored_before_failure(exc: BaseException) -> tuple[list[str], list[str]]:
+    """(stored, unconfirmed) SOPInstanceUIDs of a send that failed part-way, when the error says
+    so (``dimse.SendError``): confirmed by the PACS / sent without an answer."""
+    stored = [str(u) for u in (getattr(exc, "stored_uids", None) or ())]
+    unconfirmed = [str(getattr(o, "sop_instance_uid", o)) for o in (getattr(exc, "unconfirmed", None) or ())]
+    return stored, unconfirmed
+
+
+def sop_instance_uids(files: Sequence[Path]) -> list[str]:
+    """SOPInstanceUIDs of DICOM result files (non-DICOM files, e.g. a PNG, are skipped)."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    uids = []
+    for path in files:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        except (InvalidDicomError, OSError) as exc:
+            log.warning("cannot read the SOPInstanceUID of sent file %s: %s", Path(path).name, exc)
+            continue
+        if "SOPInstanceUID" in ds:
+            uids.append(str(ds.SOPInstanceUID))
+    return uids
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
@@ -49,10 +102,11 @@ class Node:
     """Receiver + queue + worker. ``start()`` returns at once; ``stop()`` ends the threads."""
 
     def __init__(self, local: LocalNode, process: ProcessFn, send: SendFn, audit: AuditLog | None = None,
-                 poll_s: float = 0.2) -> None:
+                 poll_s: float = 0.2, *, send_via: str | None = None) -> None:
         self.local = local
         self.process = process
         self.send = send
+        self.send_via = send_via  # "store" / "stow": the protocol written in `sent` records
         self.audit = audit or AuditLog(None)
         self.poll_s = poll_s
         self.incoming = Path(local.work_dir) / "incoming"
@@ -102,7 +156,11 @@ class Node:
         still in ``incoming/`` (crash while receiving) get a fresh quiet period."""
         if self.staged.is_dir():
             for job_dir in sorted(self.staged.iterdir()):
-                if not job_dir.is_dir() or self.queue.known(job_dir.name):
+                state = self.queue.state_of(job_dir.name) if job_dir.is_dir() else None
+                if state in ("done", "failed"):  # left by an older version or a crash: retention rule
+                    shutil.rmtree(job_dir, ignore_errors=True)
+                    log.info("deleted the staged images of settled job %s", job_dir.name)
+                if not job_dir.is_dir() or state is not None:
                     continue
                 for study_dir in job_dir.iterdir():
                     if study_dir.is_dir() and is_valid_uid(study_dir.name):
@@ -115,8 +173,18 @@ class Node:
                 with self._lock:
                     self._last_seen.setdefault(d.name, time.monotonic())
 
+    def _inside_work_dir(self, path: Path) -> bool:
+        try:
+            Path(path).resolve().relative_to(Path(self.local.work_dir).resolve())
+        except ValueError:
+            return False
+        return True
+
     def _remove_images(self, job: Job) -> None:
         folder = Path(job.folder)
+        if not self._inside_work_dir(folder):  # a job file edited by hand must not delete elsewhere
+            log.warning("job %s: not deleting images outside the work directory", job.id)
+            return
         shutil.rmtree(folder, ignore_errors=True)
         if folder.parent.parent == self.staged:  # staged/<job>/<study>: drop the empty job folder
             try:
@@ -124,9 +192,36 @@ class Node:
             except OSError:
                 pass
 
+    def _discard_failed(self, job: Job) -> None:
+        """Retention: a permanently failed job keeps only its record (reason, history); its
+        staged images and any results are deleted (the PACS still has the study)."""
+        self._remove_images(job)
+        shutil.rmtree(self.results / job.id, ignore_errors=True)
+        self.queue.note("failed", job, "staged images and results deleted")
+
+    def _node_reason(self, job: Job, exc: BaseException) -> str:
+        """The failure reason with advice that fits the node (it cannot take --slices per study)."""
+        reason = failure_reason(exc, 1000)
+        if isinstance(exc, L3NotFound):
+            target = self.local.send_back_to or "PACS"
+            reason = (f"{_SLICES_ADVICE.sub('', reason).rstrip(' .;,')}. The node analyses every study with the "
+                      f"same options: analyse this one by hand with `sarcoscope pacs analyze {target} "
+                      f"--study {job.study_uid} --slices K --send-back`")
+        elif refuses_sop_class(exc):
+            if "does not accept" not in reason:
+                pacs = f"PACS {self.local.send_back_to}" if self.local.send_back_to else "the PACS"
+                reason = (f"{pacs} does not accept one of the result object types (SEG, SR, key image): {reason}; "
+                          "ask its administrators to accept these SOP classes from our AE title")
+            reason += " (not retried: re-route the study once the PACS accepts them)"
+        return reason
+
     # -- working ------------------------------------------------------------------------------
     def run_job(self, job: Job) -> None:
-        """Analyse (unless already done in an earlier attempt), send, and settle the job."""
+        """Analyse (unless already done in an earlier attempt), send, and settle the job.
+
+        Every job ends in exactly one outcome record: ``sent`` or ``failed`` (``retry`` in
+        between). A send that stopped part-way names what it had stored.
+        """
         try:
             files = [Path(p) for p in job.result_files]
             if not files or not all(p.is_file() for p in files):
@@ -134,31 +229,46 @@ class Node:
                 files = list(self.process(Path(job.folder), out))
                 job = self.queue.update_running(replace(job, result_files=tuple(map(str, files))))
                 self.audit.record("analysed", study_uid=job.study_uid, job=job.id, n_results=len(files))
-            self.send(files)
+            stored = self.send(files)
+            uids = [str(u) for u in stored] if stored is not None else sop_instance_uids(files)
             self.audit.record("sent", study_uid=job.study_uid, job=job.id, node=self.local.send_back_to,
-                              files=[p.name for p in files])
+                              via=self.send_via, sop_instance_uids=uids, files=[p.name for p in files])
             self.queue.complete(replace(job, sent=True))
             self._remove_images(job)
             log.info("job %s done: %d result object(s) sent", job.id, len(files))
-        except RETRYABLE as exc:
-            if job.attempts >= self.local.max_attempts:
-                self.queue.fail(job, str(exc))
-                self.audit.record("failed", study_uid=job.study_uid, job=job.id, error=str(exc))
-                log.error("job %s failed after %d attempts: %s", job.id, job.attempts, exc)
-            else:
-                delay = backoff_s(job.attempts, self.local.retry_base_s, self.local.retry_max_s)
-                self.queue.retry_later(job, str(exc), delay)
-                self.audit.record("retry", study_uid=job.study_uid, job=job.id, attempt=job.attempts,
-                                  delay_s=delay, error=str(exc))
-                log.warning("job %s attempt %d failed (%s); retrying in %.0f s", job.id, job.attempts, exc, delay)
-        except SarcoscopeError as exc:
-            self.queue.fail(job, str(exc))
-            self.audit.record("failed", study_uid=job.study_uid, job=job.id, error=str(exc))
-            log.error("job %s cannot be analysed: %s", job.id, exc)
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; keep the job visible
-            self.queue.fail(job, f"internal error: {type(exc).__name__}: {exc}")
-            self.audit.record("failed", study_uid=job.study_uid, job=job.id, error=f"internal: {exc}")
-            log.exception("job %s: internal error", job.id)
+        except Exception as exc:  # noqa: BLE001 - every failure settles the job; a bug must not kill the node
+            self._settle_failure(job, exc)
+
+    def _settle_failure(self, job: Job, exc: Exception) -> None:
+        stored, unconfirmed = stored_before_failure(exc)
+        sent: dict[str, object] = {}
+        if stored or unconfirmed:  # objects left the machine: say which, and where
+            sent = {"node": self.local.send_back_to, "via": self.send_via, "sent_sop_instance_uids": stored,
+                    "unconfirmed_sop_instance_uids": unconfirmed}
+            log.warning("job %s: the send stopped part-way (%d result object(s) stored, %d unconfirmed)",
+                        job.id, len(stored), len(unconfirmed))
+        reason = self._node_reason(job, exc)
+        permanent = refuses_sop_class(exc)
+        if isinstance(exc, RETRYABLE) and not permanent and job.attempts < self.local.max_attempts:
+            delay = backoff_s(job.attempts, self.local.retry_base_s, self.local.retry_max_s)
+            self.queue.retry_later(job, reason, delay)
+            self.audit.record("retry", study_uid=job.study_uid, job=job.id, attempt=job.attempts,
+                              delay_s=delay, reason=reason, **sent)
+            log.warning("job %s attempt %d failed (%s); retrying in %.0f s", job.id, job.attempts, reason, delay)
+            return
+        known = isinstance(exc, SarcoscopeError) or permanent
+        if not known:
+            reason = f"internal error: {type(exc).__name__}: {reason}"
+        job = self.queue.fail(job, reason)
+        self.audit.record("failed", study_uid=job.study_uid, job=job.id, attempts=job.attempts, reason=reason,
+                          error_type=type(exc).__name__, **sent)
+        self._discard_failed(job)
+        if not known:
+            log.error("job %s: internal error", job.id, exc_info=exc)  # a bug: keep the traceback
+        elif isinstance(exc, RETRYABLE) and not permanent:
+            log.error("job %s failed after %d attempts: %s", job.id, job.attempts, reason)
+        else:
+            log.error("job %s failed: %s", job.id, reason)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

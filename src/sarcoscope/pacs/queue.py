@@ -17,6 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from sarcoscope.pacs.audit import strip_url_credentials
 from sarcoscope.pacs.uids import check_uid
 
 STATES = ("pending", "running", "done", "failed")
@@ -79,7 +80,11 @@ class JobQueue:
 
     def known(self, job_id: str) -> bool:
         """True when a job with this id exists in any state."""
-        return any(self._path(s, job_id).exists() for s in STATES)
+        return self.state_of(job_id) is not None
+
+    def state_of(self, job_id: str) -> str | None:
+        """The state folder holding job ``job_id`` (None when there is no such job)."""
+        return next((s for s in STATES if self._path(s, job_id).exists()), None)
 
     def add(self, study_uid: str, folder: Path, job_id: str | None = None) -> Job:
         """Queue the images in ``folder``; a folder already pending or running is not queued twice."""
@@ -108,17 +113,26 @@ class JobQueue:
             self._write("running", job)
         return job
 
+    def note(self, state: str, job: Job, entry: str) -> Job:
+        """Append ``entry`` to the history of a job resting in ``state`` (e.g. images deleted)."""
+        with self._lock:
+            job = replace(job, history=job.history + (strip_url_credentials(entry),))
+            self._write(state, job)
+            return job
+
     def complete(self, job: Job) -> Job:
         with self._lock:
             return self._move(replace(job, history=job.history + ("done",)), "running", "done")
 
     def retry_later(self, job: Job, error: str, delay_s: float) -> Job:
+        error = strip_url_credentials(error)  # job files must not keep DICOMweb credentials
         with self._lock:
             job = replace(job, last_error=error, not_before=time.time() + delay_s,
                           history=job.history + (f"retry in {delay_s:.0f}s: {error[:200]}",))
             return self._move(job, "running", "pending")
 
     def fail(self, job: Job, error: str) -> Job:
+        error = strip_url_credentials(error)
         with self._lock:
             return self._move(replace(job, last_error=error, history=job.history + (f"failed: {error[:200]}",)),
                               "running", "failed")

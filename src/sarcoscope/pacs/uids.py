@@ -7,7 +7,6 @@ without leading zeros, at most 64 characters.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -48,8 +47,3 @@ def derived_uid(*parts: str) -> str:
     """A deterministic UID from its inputs: re-running the same analysis gives the same UIDs,
     so a PACS keeps exactly one result set when results are sent twice (idempotent send-back)."""
     return generate_uid(prefix=UID_PREFIX, entropy_srcs=list(parts))
-
-
-def short_hash(value: str) -> str:
-    """A short one-way tag for identifiers that must not appear in logs (accession, patient ID)."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]

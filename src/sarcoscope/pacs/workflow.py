@@ -16,7 +16,7 @@ from typing import Literal
 from sarcoscope.errors import PacsError
 from sarcoscope.pacs import dimse, web
 from sarcoscope.pacs.config import LocalNode, PacsNode
-from sarcoscope.pacs.dimse import InstanceBrief, RetrieveStats, SeriesRecord
+from sarcoscope.pacs.dimse import InstanceBrief, ResultObject, RetrieveStats, SendError, SeriesRecord  # noqa: F401 - SendError, ResultObject re-exported for callers
 from sarcoscope.pacs.scp import StorageSCP
 from sarcoscope.pacs.uids import check_uid, uid_path
 
@@ -123,7 +123,13 @@ def retrieve_series(
 
 
 def send_files(node: PacsNode, local: LocalNode, paths: Sequence[Path], via: SendVia) -> list[str]:
-    """Send result files to ``node`` by C-STORE or STOW-RS; returns the stored SOPInstanceUIDs."""
+    """Send result files to ``node`` by C-STORE or STOW-RS; returns the stored SOPInstanceUIDs.
+
+    By C-STORE, a PACS that refuses one of the SOP classes gets nothing (``SendError``, checked
+    on the negotiated presentation contexts before the first object), and a failure part-way
+    raises ``SendError`` whose ``stored`` / ``unconfirmed`` / ``not_sent`` (and message) say
+    which objects the PACS holds, for the caller's audit record.
+    """
     if via == "store":
         return dimse.store_files(node, local.ae_title, list(paths))
     if via == "stow":
