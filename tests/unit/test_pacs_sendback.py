@@ -266,3 +266,24 @@ def test_abort_after_the_first_object_does_not_claim_nothing_was_lost(result_fil
     assert "the SEG may or may not have been stored" in msg and "not stored: SR, key image" in msg
     assert [o.kind for o in exc.unconfirmed] == ["SEG"] and exc.stored == () and exc.partial
     assert [o.kind for o in exc.not_sent] == ["SR", "key image"]
+
+
+def test_an_unresolvable_host_while_running_is_a_pacs_error(monkeypatch):
+    # the CLI checks the host up front; a node already running can still lose its DNS
+    import socket
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from sarcoscope.errors import PacsError
+    from sarcoscope.pacs import dimse
+    from sarcoscope.pacs.config import PacsNode
+
+    def no_dns(self, *a, **k):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(AE, "associate", no_dns)
+    node = PacsNode(name="pacs", host="pacs.invalid", port=104, ae_title="PACS")
+    with pytest.raises(PacsError, match=r"cannot reach .*Name or service not known.*host name"):
+        with dimse.associate(node, "SARCOSCOPE", [dimse.build_context(Verification)]):
+            pass

@@ -173,10 +173,17 @@ def associate(
         from sarcoscope.pacs.tls import client_context
 
         tls_args = (client_context(node.tls), node.host)
-    assoc = ae.associate(
-        node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
-        evt_handlers=evt_handlers, tls_args=tls_args,
-    )
+    try:
+        assoc = ae.associate(
+            node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
+            evt_handlers=evt_handlers, tls_args=tls_args,
+        )
+    except OSError as exc:  # the host name does not resolve (socket.gaierror) or the network is down
+        ae.shutdown()
+        raise PacsError(
+            f"cannot reach {node.describe()}: {exc.strerror or exc} — check the host name and the "
+            "network ([nodes.<name>] host / --host)"
+        ) from exc
     if not assoc.is_established:
         raise explain_failed_association(assoc, node, calling_aet)
     try:
