@@ -206,20 +206,21 @@ def check_output_paths(*, out_dir: Path | None, labels_path: Path | None, csv_pa
     """
     from sarcoscope.export.csv import check_existing_csv
     from sarcoscope.export.labels_nifti import check_labels_path
+    from sarcoscope.io.sources import same_file
 
     if source is not None:
         for option, path in (("--labels", labels_path), ("--csv", csv_path)):
-            if path is not None and _same_path(Path(path), Path(source)):
+            if path is not None and same_file(Path(path), Path(source)):
                 raise ExportError(
                     f"{option} {path} is the input file: writing it would replace the scan. "
                     f"Choose another path for {option}."
                 )
-    if labels_path is not None and csv_path is not None and _same_path(Path(labels_path), Path(csv_path)):
+    if labels_path is not None and csv_path is not None and same_file(Path(labels_path), Path(csv_path)):
         raise ExportError(f"--labels and --csv are the same file ({labels_path}); give each its own path.")
     if out_dir is not None:
         for option, path in (("--labels", labels_path), ("--csv", csv_path)):
             for name in OUT_DIR_FILES:
-                if path is not None and _same_path(Path(path), Path(out_dir) / name):
+                if path is not None and same_file(Path(path), Path(out_dir) / name):
                     raise ExportError(
                         f"{option} {path} is the {name} that --out {out_dir} receives; give {option} "
                         "another file name."
@@ -230,15 +231,6 @@ def check_output_paths(*, out_dir: Path | None, labels_path: Path | None, csv_pa
         check_labels_path(Path(labels_path))
     if csv_path is not None:
         check_existing_csv(Path(csv_path))
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return a.samefile(b)
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
 
 
 def _render_spine(result: AnalysisResult, path: Path) -> Path | None:

@@ -112,6 +112,17 @@ def looks_like_broken_zip(path: Path) -> bool:
     return head[:4] == _ZIP_LOCAL_HEADER and not zipfile.is_zipfile(path)
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links and ``..`` included; for paths that do not exist
+    yet, whether they resolve alike): output paths are checked against inputs with it."""
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
 def is_nifti(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith(".nii") or name.endswith(".nii.gz")

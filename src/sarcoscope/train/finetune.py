@@ -55,6 +55,7 @@ import torch
 
 from sarcoscope.errors import ConfigError, ExportError, InputError
 from sarcoscope.evaluate import CaseAgreement, compare_case, summarise, summary_table, write_report
+from sarcoscope.io.sources import same_file
 from sarcoscope.segment.onnx_model import N_COMPARTMENTS, GridSpec, OnnxSegmenter, compartments_from_tissues
 from sarcoscope.train.annotations import IDENTITY_MAP, PairScan, format_value_map, load_reference, scan_pairs
 from sarcoscope.train.config import Config
@@ -213,15 +214,6 @@ def _clean_report_dir(report_dir: Path) -> None:
         (report_dir / name).unlink(missing_ok=True)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return a.samefile(b)
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
 def _write_error(out_path: Path, exc: OSError) -> ExportError:
     where = exc.filename or out_path
     return ExportError(
@@ -259,7 +251,7 @@ def check_outputs(out_path: Path, init: Path | None) -> Path:
     if out_path.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {out_path}: the fine-tuned model is an ONNX file; give a name ending in .onnx")
     card = out_path.with_suffix(".json")
-    if init is not None and (_same_file(out_path, Path(init)) or _same_file(card, Path(init).with_suffix(".json"))):
+    if init is not None and (same_file(out_path, Path(init)) or same_file(card, Path(init).with_suffix(".json"))):
         raise ExportError(
             f"--out {out_path} is the --init model {init}: fine-tuning would overwrite it and its card "
             f"{card.name}; choose another --out (the default is <run_dir>/finetune/<name>-finetuned.onnx)"
