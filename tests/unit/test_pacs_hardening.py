@@ -214,6 +214,24 @@ def test_auth_configuration_errors(tmp_path: Path, auth: str, message: str) -> N
         load_config(cfg)
 
 
+def test_a_secret_typed_into_the_wrong_place_is_never_echoed(tmp_path: Path, monkeypatch) -> None:
+    from sarcoscope.pacs.config import WebAuth
+
+    for text in ('auth = "radiology:Hunter2-secret"\n',
+                 '[nodes.pacs.auth]\ntype = "bearer"\nsecret_file = ["Hunter2-secret"]\n'):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(NODE + text)
+        with pytest.raises(ConfigError) as info:
+            load_config(cfg)
+        assert "Hunter2" not in str(info.value)
+    # a password pasted as the variable's name is masked where the name is shown
+    monkeypatch.delenv("Hunter2secret", raising=False)
+    auth = WebAuth(type="bearer", secret_env="Hunter2secret")
+    with pytest.raises(ConfigError) as info:
+        auth.secret()
+    assert "Hunter2secret" not in str(info.value) and "Hunter2secret" not in auth.describe()
+
+
 # -- 2. no internal errors: hosts, TLS files, folders -------------------------------------------
 def test_unresolvable_host_is_a_pacs_error(tmp_path: Path, capsys, monkeypatch) -> None:
     from sarcoscope.cli.main import main

@@ -18,7 +18,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from sarcoscope.errors import ExportError, L3NotFound, PacsError
-from sarcoscope.pacs.audit import AuditLog, read_audit, strip_url_credentials
+from sarcoscope.pacs.audit import AuditLog, read_audit
+from sarcoscope.pacs.config import redact_url
 from sarcoscope.pacs.config import LocalNode, PacsNode
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -79,12 +80,9 @@ def test_identifier_digests_are_keyed_per_site_stable_and_not_brute_forced(tmp_p
     assert a.digest("4711234") != other.digest("4711234") and a.digest("4711234") != a.digest("4711235")
     if os.name == "posix":
         assert key_file.stat().st_mode & 0o777 == 0o600
-    # an old-style caller handing the unkeyed tag gets the same keyed digest, under *_hmac
-    tag = hashlib.sha256(b"4711234").hexdigest()[:12]
-    a.record("find", node="pacs", patient_id_sha256=tag, accession_sha256="")
+    a.record("find", node="pacs", patient_id_hmac=a.digest("4711234"), accession_hmac="")
     rec = read_audit(site.audit_path)[-1]
-    assert rec["patient_id_hmac"] == a.digest("4711234") and rec["accession_hmac"] == ""
-    assert "patient_id_sha256" not in rec and tag not in site.audit_path.read_text()
+    assert "4711234" not in site.audit_path.read_text()
     # the reviewer's attack (unhash.py: SHA-256 of every 7-digit number) finds nothing
     logged = rec["patient_id_hmac"]
     assert not any(hashlib.sha256(str(i).encode()).hexdigest()[:len(logged)] == logged
@@ -113,7 +111,7 @@ def test_request_gets_exactly_one_outcome(tmp_path: Path) -> None:
 
 
 def test_url_credentials_never_reach_the_log_or_job_files(tmp_path: Path) -> None:
-    assert strip_url_credentials("GET https://bob:s3cret@pacs.example.org:8443/dicom-web/studies failed") == \
+    assert redact_url("GET https://bob:s3cret@pacs.example.org:8443/dicom-web/studies failed") == \
         "GET https://***@pacs.example.org:8443/dicom-web/studies failed"
 
     def send(files):
@@ -226,15 +224,28 @@ def test_send_back_failure_is_audited_without_traceback(tmp_path: Path, mode: st
         assert Path(job.folder).exists()  # kept for the retry
 
 
-def test_pynetdicom_no_context_valueerror_is_a_permanent_failure(tmp_path: Path, caplog) -> None:
-    def send(files):  # what dimse.store_files raised before it checked the contexts itself
-        raise ValueError("No presentation context for 'Comprehensive 3D SR Storage' has been accepted by the "
-                         "peer with 'Explicit VR Little Endian' transfer syntax for the SCU role")
+def test_a_set_up_problem_is_retried_and_keeps_the_studys_images(tmp_path: Path) -> None:
+    # a missing DICOMweb secret or an unreadable certificate is the node's fault, not the study's
+    from sarcoscope.errors import ConfigError
 
-    node = _node(tmp_path, send, max_attempts=6)
+    def send(files):
+        raise ConfigError("[nodes.pacs.auth]: environment variable PACS_TOKEN (secret_env) is empty or not set")
+
+    node = _node(tmp_path, send, max_attempts=2)
     _stage(node)
-    with caplog.at_level(logging.ERROR, logger="sarcoscope.pacs.node"):
-        node.run_job(node.queue.claim())
+    node.run_job(node.queue.claim())
+    [waiting] = node.queue.jobs("pending")  # retried like an outage
+    node.run_job(node.queue.claim(now=waiting.not_before + 1))
     [failed] = node.queue.jobs("failed")
-    assert "PACS pacs does not accept one of the result object types" in failed.last_error
-    assert "internal error" not in failed.last_error and all(r.exc_info is None for r in caplog.records)
+    assert any(h.startswith("images kept") for h in failed.history)
+    assert (node.staged / failed.id).is_dir()  # the study can be run again once the set-up is fixed
+    node._resume_unqueued()  # a restart keeps them too
+    assert (node.staged / failed.id).is_dir()
+
+
+def test_a_valueerror_mentioning_a_presentation_context_is_not_judged_by_its_words(tmp_path: Path) -> None:
+    # permanence comes from what the sender knows (SendError.refused_sop_classes, status 0x0122)
+    from sarcoscope.pacs.node import refuses_sop_class
+
+    assert not refuses_sop_class(ValueError("No presentation context for 'CT Image Storage' has been accepted"))
+

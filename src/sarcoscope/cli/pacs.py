@@ -471,6 +471,8 @@ def node_settings(
     _check_audit_dir(local)
     check_tls_files(target, local, server=True, options="--send-tls-*")
     _warn_url_credentials(target)
+    if target.auth is not None:  # a missing secret must stop the node now, not fail every study later
+        target.auth.secret(f"[nodes.{target.name}.auth]")
     return local, target
 
 

@@ -19,9 +19,9 @@ import hmac
 import json
 import logging
 import os
-import re
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,21 +44,11 @@ KEY_FILE_NAME = "audit.key"
 KEY_BYTES = 32
 #: Hex digits of a digest kept in the log (64 bits: no accidental collisions among a hospital's IDs).
 DIGEST_HEX = 16
-#: Field suffix callers used for the old unkeyed tag; such fields are re-keyed on write.
-_LEGACY_SUFFIX = "_sha256"
-_TAG_RE = re.compile(r"^[0-9a-f]{12}$")
-
-
-def strip_url_credentials(text: str) -> str:
-    """``text`` with credentials (``user:password@``, secret query values) and identifier query
-    values in any URL replaced by ``***`` (``config.redact_url``): error messages from DICOMweb
-    may name such a URL, and neither the audit log nor the queue's JSON may keep it."""
-    return redact_url(text)
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return strip_url_credentials(value)
+        return redact_url(value)
     if isinstance(value, (list, tuple)):
         return [_scrub(v) for v in value]
     if isinstance(value, dict):
@@ -74,9 +64,9 @@ def load_or_create_key(path: Path) -> bytes:
     """
     path = Path(path)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = os.urandom(KEY_BYTES).hex() + "\n"
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
         except FileExistsError:
             pass  # another process created it first: use theirs
@@ -90,6 +80,11 @@ def load_or_create_key(path: Path) -> bytes:
             log.info("created a new audit digest key %s (back it up with the work directory)", path)
     try:
         raw = path.read_text(encoding="ascii").strip()
+        for _ in range(40):  # another process may have created the file and not yet written it
+            if raw:
+                break
+            time.sleep(0.05)
+            raw = path.read_text(encoding="ascii").strip()
         key = bytes.fromhex(raw)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ExportError(
@@ -141,30 +136,12 @@ class AuditLog:
                 self._key = load_or_create_key(self.key_file)
             return self._key
 
-    def _keyed(self, tag: str) -> str:
-        return hmac.new(self._site_key(), tag.encode("ascii"), hashlib.sha256).hexdigest()[:DIGEST_HEX]
-
     def digest(self, value: str) -> str:
-        """Keyed digest of an identifier (accession number, patient ID); "" for an empty value.
-
-        HMAC-SHA256 under the site key of the identifier's 12-hex SHA-256 tag, so a caller that
-        still hands ``record`` the old unkeyed tag (a ``*_sha256`` field) gets the same digest.
-        """
+        """Keyed digest of an identifier (accession number, patient ID); "" for an empty value:
+        HMAC-SHA256 of its UTF-8 bytes under the site key, 16 hex digits."""
         if not value:
             return ""
-        return self._keyed(hashlib.sha256(value.encode("utf-8")).hexdigest()[:12])
-
-    def _rekey(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """``<name>_sha256`` fields (unkeyed tags) become ``<name>_hmac`` keyed digests."""
-        out: dict[str, Any] = {}
-        for name, value in fields.items():
-            if name.endswith(_LEGACY_SUFFIX):
-                new = name[: -len(_LEGACY_SUFFIX)] + "_hmac"
-                text = str(value or "")
-                out[new] = "" if not text else (self._keyed(text) if _TAG_RE.match(text) else self.digest(text))
-            else:
-                out[name] = value
-        return out
+        return hmac.new(self._site_key(), value.encode("utf-8"), hashlib.sha256).hexdigest()[:DIGEST_HEX]
 
     # -- records ------------------------------------------------------------------------------
     def record(self, event: str, **fields: Any) -> None:
@@ -175,7 +152,7 @@ class AuditLog:
         bad = FORBIDDEN_KEYS & set(fields)
         if bad:
             raise ValueError(f"audit record {event!r} carries forbidden identifying keys {sorted(bad)}")
-        fields = _scrub(self._rekey(fields))
+        fields = _scrub(fields)
         entry = {
             "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "event": event,
@@ -236,7 +213,7 @@ class AuditRequest:
 def failure_reason(exc: BaseException, limit: int = 500) -> str:
     """One line for the log: the error's message (its type when it has none), cut to ``limit``."""
     text = " ".join(str(exc).split()) or "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return strip_url_credentials(text)[:limit]
+    return redact_url(text)[:limit]
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:

@@ -118,9 +118,20 @@ def check_type(value: object, kind: str, key: str, where: str, example: str | No
         return
     eg = f" (e.g. {example})" if example else ""
     raise ConfigError(
-        f"{where}: {key} must be {_EXPECTED[kind]}{eg}, got {_type_name(value)} {redact_url(repr(value))[:80]}; "
+        f"{where}: {key} must be {_EXPECTED[kind]}{eg}, got {_type_name(value)}{_shown(value, key, where)}; "
         "fix it in the configuration"
     )
+
+
+#: Keys whose values may be (or be mistaken for) a secret: their values are never shown.
+_SECRET_KEYS = frozenset({"auth", "secret_file", "secret_env", "username", "password", "token"})
+
+
+def _shown(value: object, key: str, where: str) -> str:
+    """`` <value>`` for a message, or "" where the value could be a password pasted by mistake."""
+    if key in _SECRET_KEYS or "auth" in where:
+        return ""
+    return " " + redact_url(repr(value))[:80]
 
 
 #: Expected kind and an example of every key, per table.
@@ -251,7 +262,7 @@ class WebAuth:
     def describe(self) -> str:
         """Where the credentials come from (never the secret): for messages."""
         who = f"HTTP basic as user {self.username!r}" if self.type == "basic" else "bearer token"
-        src = f"file {self.secret_file}" if self.secret_file is not None else f"${self.secret_env}"
+        src = f"file {self.secret_file}" if self.secret_file is not None else f"${_env_name(self.secret_env)}"
         return f"{who}, {self.secret_name} from {src}"
 
     def secret(self, where: str = "auth") -> str:
@@ -267,11 +278,18 @@ class WebAuth:
             origin = f"secret_file {self.secret_file}"
         else:
             value = os.environ.get(str(self.secret_env), "").strip()
-            origin = f"environment variable {self.secret_env} (secret_env)"
+            origin = f"environment variable {_env_name(self.secret_env)} (secret_env)"
         if not value:
             raise ConfigError(f"{where}: {origin} is empty or not set; put the {self.secret_name} there "
                               "before running sarcoscope")
         return value
+
+
+def _env_name(name: object) -> str:
+    """An environment variable's name for messages: shown when it looks like one (PACS_TOKEN),
+    masked otherwise — a password pasted into secret_env by mistake must not reach a log."""
+    text = str(name)
+    return text if re.fullmatch(r"[A-Z][A-Z0-9_]*", text) else f"{text[:2]}… (masked: not an UPPER_CASE name)"
 
 
 @dataclass(frozen=True)
@@ -371,7 +389,7 @@ def _check_table(raw: dict[str, Any], schema: dict[str, tuple[str, str | None]],
         kind, example = schema[key]
         if kind == "table" and not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a table ([...{key}] with its own keys), got "
-                              f"{_type_name(value)} {redact_url(repr(value))[:80]}")
+                              f"{_type_name(value)}{_shown(value, key, where)}")
         check_type(value, kind, key, where, example)
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from sarcoscope.errors import ExportError, L3NotFound, PacsError, SarcoscopeError
+from sarcoscope.errors import ConfigError, ExportError, L3NotFound, ModelError, PacsError, SarcoscopeError
 from sarcoscope.pacs.audit import AuditLog, failure_reason
 from sarcoscope.pacs.config import LocalNode
 from sarcoscope.pacs.queue import Job, JobQueue
@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 #: Errors worth retrying (network, PACS, disk); anything else about the study fails the job at once.
 RETRYABLE = (PacsError, ExportError, OSError)
+#: Failures of the node's own set-up (a missing secret, an unreadable certificate, a damaged
+#: model file), not of the study: retried like a PACS outage, and when attempts run out the
+#: study's images are kept, so it can be run again once the set-up is fixed.
+SITE_PROBLEMS = (ConfigError, ModelError)
+#: History entry of a failed job whose images stay (start-up cleanup leaves them too).
+IMAGES_KEPT = "images kept"
 
 ProcessFn = Callable[[Path, Path], Sequence[Path]]  # (images folder, results folder) -> files to send
 #: Sends the files; returns the SOPInstanceUIDs stored (None: the node reads them from the files).
@@ -45,13 +51,6 @@ SendFn = Callable[[Sequence[Path]], "Sequence[str] | None"]
 #: C-STORE status "SOP class not supported" (PS3.7 C): permanent for that PACS.
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
 
-#: A PACS that does not accept one of our SOP classes (SEG, SR, secondary capture) will refuse it
-#: on every attempt: pynetdicom's "no presentation context … accepted" or a PacsError saying so.
-_REFUSED_SOP_CLASS = re.compile(
-    r"no presentation context|declined that presentation context|sop class not supported|(refus|reject|not accept|does not accept|not support)\w*[^.;]{0,80}sop class|"
-    r"sop class[^.;]{0,80}(refus|reject|not accept|not support)",
-    re.IGNORECASE,
-)
 #: The locator's advice to give --slices, which the node cannot take per study.
 _SLICES_ADVICE = re.compile(
     r"[.;,]?\s*(?:or\s+)?give the slice(?: to analyse)? with --slices(?: if you know it)?\.?", re.IGNORECASE
@@ -60,12 +59,12 @@ _SLICES_ADVICE = re.compile(
 
 def refuses_sop_class(exc: BaseException) -> bool:
     """True when ``exc`` says the PACS does not accept one of the SOP classes we send
-    (a permanent condition: retrying cannot help until its configuration changes)."""
-    if getattr(exc, "refused_sop_classes", None) or getattr(exc, "permanent", False):
+    (a permanent condition: retrying cannot help until its configuration changes): judged by
+    what the sender knows (``dimse.SendError.refused_sop_classes``, status 0x0122), never by the
+    wording of a message."""
+    if getattr(exc, "refused_sop_classes", None):
         return True
-    if isinstance(exc, PacsError) and exc.status == STATUS_SOP_CLASS_NOT_SUPPORTED:
-        return True
-    return isinstance(exc, (PacsError, ValueError)) and bool(_REFUSED_SOP_CLASS.search(str(exc)))
+    return isinstance(exc, PacsError) and exc.status == STATUS_SOP_CLASS_NOT_SUPPORTED
 
 
 def stored_before_failure(exc: BaseException) -> tuple[list[str], list[str]]:
@@ -155,9 +154,10 @@ class Node:
         """After a crash: batches moved to ``staged/`` but not yet queued are queued; studies
         still in ``incoming/`` (crash while receiving) get a fresh quiet period."""
         if self.staged.is_dir():
+            kept = {j.id for j in self.queue.jobs("failed") if any(h.startswith(IMAGES_KEPT) for h in j.history)}
             for job_dir in sorted(self.staged.iterdir()):
                 state = self.queue.state_of(job_dir.name) if job_dir.is_dir() else None
-                if state in ("done", "failed"):  # left by an older version or a crash: retention rule
+                if state in ("done", "failed") and job_dir.name not in kept:  # retention rule
                     shutil.rmtree(job_dir, ignore_errors=True)
                     log.info("deleted the staged images of settled job %s", job_dir.name)
                 if not job_dir.is_dir() or state is not None:
@@ -249,7 +249,8 @@ class Node:
                         job.id, len(stored), len(unconfirmed))
         reason = self._node_reason(job, exc)
         permanent = refuses_sop_class(exc)
-        if isinstance(exc, RETRYABLE) and not permanent and job.attempts < self.local.max_attempts:
+        site = isinstance(exc, SITE_PROBLEMS)
+        if isinstance(exc, RETRYABLE + SITE_PROBLEMS) and not permanent and job.attempts < self.local.max_attempts:
             delay = backoff_s(job.attempts, self.local.retry_base_s, self.local.retry_max_s)
             self.queue.retry_later(job, reason, delay)
             self.audit.record("retry", study_uid=job.study_uid, job=job.id, attempt=job.attempts,
@@ -262,10 +263,14 @@ class Node:
         job = self.queue.fail(job, reason)
         self.audit.record("failed", study_uid=job.study_uid, job=job.id, attempts=job.attempts, reason=reason,
                           error_type=type(exc).__name__, **sent)
-        self._discard_failed(job)
+        if site:
+            self.queue.note("failed", job, f"{IMAGES_KEPT}: the node's set-up failed, not the study; fix the "
+                            f"set-up, then analyse the study by hand from {self.staged / job.id} or re-send it")
+        else:
+            self._discard_failed(job)
         if not known:
             log.error("job %s: internal error", job.id, exc_info=exc)  # a bug: keep the traceback
-        elif isinstance(exc, RETRYABLE) and not permanent:
+        elif isinstance(exc, RETRYABLE + SITE_PROBLEMS) and not permanent:
             log.error("job %s failed after %d attempts: %s", job.id, job.attempts, reason)
         else:
             log.error("job %s failed: %s", job.id, reason)

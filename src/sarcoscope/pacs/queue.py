@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from sarcoscope.pacs.audit import strip_url_credentials
+from sarcoscope.pacs.config import redact_url
 from sarcoscope.pacs.uids import check_uid
 
 STATES = ("pending", "running", "done", "failed")
@@ -116,7 +116,7 @@ class JobQueue:
     def note(self, state: str, job: Job, entry: str) -> Job:
         """Append ``entry`` to the history of a job resting in ``state`` (e.g. images deleted)."""
         with self._lock:
-            job = replace(job, history=job.history + (strip_url_credentials(entry),))
+            job = replace(job, history=job.history + (redact_url(entry),))
             self._write(state, job)
             return job
 
@@ -125,14 +125,14 @@ class JobQueue:
             return self._move(replace(job, history=job.history + ("done",)), "running", "done")
 
     def retry_later(self, job: Job, error: str, delay_s: float) -> Job:
-        error = strip_url_credentials(error)  # job files must not keep DICOMweb credentials
+        error = redact_url(error)  # job files must not keep DICOMweb credentials
         with self._lock:
             job = replace(job, last_error=error, not_before=time.time() + delay_s,
                           history=job.history + (f"retry in {delay_s:.0f}s: {error[:200]}",))
             return self._move(job, "running", "pending")
 
     def fail(self, job: Job, error: str) -> Job:
-        error = strip_url_credentials(error)
+        error = redact_url(error)
         with self._lock:
             return self._move(replace(job, last_error=error, history=job.history + (f"failed: {error[:200]}",)),
                               "running", "failed")

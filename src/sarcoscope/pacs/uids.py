@@ -10,15 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydicom.uid import generate_uid
-
 from sarcoscope.errors import PacsError
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-
-#: Root for UIDs we generate (pydicom's registered prefix; deterministic via entropy sources).
-UID_PREFIX = "1.2.826.0.1.3680043.8.498."
-
 
 def is_valid_uid(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_RE.match(value))
@@ -41,9 +35,3 @@ def uid_path(root: Path, *uids: str) -> Path:
     for uid in uids:
         path = path / check_uid(uid, "UID used as a file name")
     return path
-
-
-def derived_uid(*parts: str) -> str:
-    """A deterministic UID from its inputs: re-running the same analysis gives the same UIDs,
-    so a PACS keeps exactly one result set when results are sent twice (idempotent send-back)."""
-    return generate_uid(prefix=UID_PREFIX, entropy_srcs=list(parts))
