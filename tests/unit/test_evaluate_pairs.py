@@ -196,3 +196,24 @@ def test_reference_off_the_ct_grid_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["evaluate", "--images", str(dcm), "--references", str(other), "--segmenter", "baseline",
                  "--out", str(tmp_path / "reoriented")]) == 0
     assert _rows(tmp_path / "reoriented" / "cases_baseline.csv") == _rows(tmp_path / "ok" / "cases_baseline.csv")
+
+
+def test_a_reference_without_a_class_the_slice_plainly_has_is_warned_about(tmp_path: Path, caplog) -> None:
+    import logging
+
+    import nibabel as nib
+
+    dcm, ref, labels, sp = _pair(tmp_path)
+    muscle_only = tmp_path / "muscle.nii.gz"  # a 0/1 mask given as a label map
+    nib.save(nib.Nifti1Image((labels == 1).T[:, :, None].astype(np.uint8), np.diag([-sp[1], -sp[0], 1.0, 1.0])),
+             muscle_only)
+    with caplog.at_level(logging.WARNING, logger="sarcoscope.train.assess"):
+        assert main(["evaluate", "--images", str(dcm), "--references", str(muscle_only), "--segmenter", "baseline",
+                     "--out", str(tmp_path / "eval")]) == 0
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "has no sat pixels in the reference while baseline finds" in text and "per-class masks" in text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sarcoscope.train.assess"):  # a complete reference: silent
+        assert main(["evaluate", "--images", str(dcm), "--references", str(ref), "--segmenter", "baseline",
+                     "--out", str(tmp_path / "eval2")]) == 0
+    assert not [r for r in caplog.records if "in the reference while" in r.getMessage()]

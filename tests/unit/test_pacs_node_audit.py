@@ -249,3 +249,17 @@ def test_a_valueerror_mentioning_a_presentation_context_is_not_judged_by_its_wor
 
     assert not refuses_sop_class(ValueError("No presentation context for 'CT Image Storage' has been accepted"))
 
+
+
+def test_a_failed_find_is_audited_with_its_query_digest(tmp_path: Path, monkeypatch) -> None:
+    # the query left the machine with a patient ID even though the PACS never answered
+    from sarcoscope.cli.main import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[local]\nwork_dir = "{(tmp_path / "w").as_posix()}"\n\n'
+                   '[nodes.pacs]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = 9\n')
+    assert main(["pacs", "find", "pacs", "--config", str(cfg), "--patient-id", "4711234"]) == 6
+    records = read_audit(tmp_path / "w" / "audit.jsonl")
+    assert [r["event"] for r in records] == ["request", "failed"]
+    assert records[0]["action"] == "find" and len(records[0]["patient_id_hmac"]) == 16
+    assert "4711234" not in (tmp_path / "w" / "audit.jsonl").read_text()

@@ -315,9 +315,10 @@ def echo_command(
     _, pnode, local = _load(config, node, host, port, aet, None, calling_aet, tls_ca=tls_ca, tls_cert=tls_cert,
                             tls_key=tls_key, timeout_s=timeout_s, tls_check_hostname=tls_check_hostname,
                             audit_log=audit_log)
-    check_host_resolves(pnode)
-    ms = echo(pnode, local.ae_title)
-    AuditLog.for_local(local).record("echo", node=pnode.name, calling_aet=local.ae_title, ms=round(ms, 1))
+    with AuditLog.for_local(local).request(action="echo", node=pnode.name, calling_aet=local.ae_title) as req:
+        check_host_resolves(pnode)
+        ms = echo(pnode, local.ae_title)
+        req.outcome("echo", ms=round(ms, 1))
     _console().print(f"C-ECHO {pnode.describe()} from {local.ae_title}: OK in {ms:.0f} ms")
 
 
@@ -354,19 +355,19 @@ def find_command(
                             tls_check_hostname=tls_check_hostname, audit_log=audit_log)
     query = dimse.StudyQuery(patient_id=patient_id, accession=accession, date_from=date_from,
                              date_to=date_to, modality=modality)
-    if web:
-        from sarcoscope.pacs.web import qido_studies
-
-        studies = qido_studies(pnode, query)
-    else:
-        check_host_resolves(pnode)
-        studies = dimse.find_studies(pnode, local.ae_title, query)
     audit = AuditLog.for_local(local)
-    audit.record(
-        "find", node=pnode.name, calling_aet=local.ae_title, via="qido" if web else "c-find",
-        n_results=len(studies), patient_id_hmac=audit.digest(patient_id) if patient_id else "",
-        accession_hmac=audit.digest(accession) if accession else "", date_range=date_range or "",
-        modality=modality or "")
+    with audit.request(action="find", node=pnode.name, calling_aet=local.ae_title, via="qido" if web else "c-find",
+                       patient_id_hmac=audit.digest(patient_id) if patient_id else "",
+                       accession_hmac=audit.digest(accession) if accession else "", date_range=date_range or "",
+                       modality=modality or "") as req:
+        if web:
+            from sarcoscope.pacs.web import qido_studies
+
+            studies = qido_studies(pnode, query)
+        else:
+            check_host_resolves(pnode)
+            studies = dimse.find_studies(pnode, local.ae_title, query)
+        req.outcome("find", n_results=len(studies))
     table = Table(title=f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} on {pnode.describe()}")
     for col in ("Patient ID", "Accession", "Date", "Modalities", "Series", "Images", "Description", "StudyInstanceUID"):
         table.add_column(col)

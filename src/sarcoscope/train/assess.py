@@ -135,11 +135,29 @@ def evaluate_pairs(
                 t = time.perf_counter()
                 pred = seg.segment(hu, volume.pixel_spacing_mm)
                 timings[name].append(time.perf_counter() - t)
-                cases[name].append(compare_case(f"{case}#{rs.k}", hu, pred, rs.labels,
-                                                volume.pixel_spacing_mm, rs.tissues))
+                agreement = compare_case(f"{case}#{rs.k}", hu, pred, rs.labels, volume.pixel_spacing_mm, rs.tissues)
+                cases[name].append(agreement)
+                _warn_empty_reference_classes(agreement, Path(ref), name)
     meta = {"set": "user references", "n": len(levels),
             "segmenters": {k: {"name": v.name, "version": v.version, "sha256": v.sha256} for k, v in segmenters.items()}}
     return _finish(cases, levels, timings, Path(out_dir), meta)
+
+
+#: A class the prediction finds over this area (cm²) but the reference has not a pixel of is
+#: more likely unannotated than absent.
+EMPTY_REFERENCE_WARN_CM2 = 5.0
+
+
+def _warn_empty_reference_classes(agreement: CaseAgreement, ref: Path, segmenter: str) -> None:
+    """Say loudly when a reference that claims to annotate a class has none of it while the
+    prediction has plenty: its Dice of 0 then measures the reference, not the segmenter."""
+    for key, c in agreement.tissues.items():
+        if c.reference_annotated and c.ref_area_cm2 == 0 and c.pred_area_cm2 > EMPTY_REFERENCE_WARN_CM2:
+            logger.warning(
+                "%s: case %s has no %s pixels in the reference while %s finds %.1f cm²; if the reference "
+                "does not annotate %s, give per-class masks without it (then it is not scored) — as it is, "
+                "its Dice counts as 0", ref, agreement.case, key, segmenter, c.pred_area_cm2, key,
+            )
 
 
 __all__ = ["evaluate_pairs", "evaluate_synthetic", "make_segmenters", "summary_table", "heldout_source"]
