@@ -241,10 +241,14 @@ REPORT_STEMS: tuple[tuple[str, str], ...] = (
 RUN_FILE_NAMES: tuple[str, ...] = ("summary.md", "by_level.json")
 
 
+def report_file_names(labels: Collection[str]) -> frozenset[str]:
+    """The files ``write_report`` writes for each of ``labels``."""
+    return frozenset(_report_name(stem, label, ext) for label in labels for stem, ext in REPORT_STEMS)
+
+
 def output_file_names(labels: Collection[str]) -> frozenset[str]:
     """Every file name an evaluation run over segmenters ``labels`` may write in its folder."""
-    names = {_report_name(stem, label, ext) for label in labels for stem, ext in REPORT_STEMS}
-    return frozenset(names | set(RUN_FILE_NAMES))
+    return report_file_names(labels) | frozenset(RUN_FILE_NAMES)
 
 
 def write_report(cases: list[CaseAgreement], out_dir: Path, label: str = "") -> dict[str, Path]:

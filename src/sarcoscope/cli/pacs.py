@@ -162,7 +162,7 @@ def _run_audited(node, local, settings, req, audit, *, study_uid, accession, via
         except workflow.SendError as exc:
             req.outcome("send-failed", via=send_via, reason=str(exc)[:500],
                         sop_instance_uids=list(exc.stored_uids),
-                        unconfirmed_sop_instance_uids=[o.sop_instance_uid for o in exc.unconfirmed],
+                        unconfirmed_sop_instance_uids=exc.unconfirmed_uids,
                         not_sent=[o.kind for o in exc.not_sent])
             raise
         timings["send"] = time.perf_counter() - t0

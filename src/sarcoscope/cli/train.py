@@ -101,7 +101,9 @@ def train_command(
     from sarcoscope.train.loop import train_from_config
 
     target = Path(out) if out is not None else Path(cfg.out)
-    if init_path is not None and target.exists() and target.resolve() == init_path.resolve():
+    from sarcoscope.io.sources import same_file
+
+    if init_path is not None and same_file(target, init_path):
         raise ExportError(
             f"the trained model would be written to {target}, the model it starts from (--init {init}); "
             "give --out another file, so the starting model stays as it is"

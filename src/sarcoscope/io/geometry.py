@@ -146,13 +146,6 @@ def plane_name(orientation: tuple[float, ...]) -> str:
     return name
 
 
-def display_slice_normal(affine: np.ndarray) -> np.ndarray:
-    """Unit normal of the display slice plane (the plane of the i and j affine columns)."""
-    n = np.cross(np.asarray(affine, dtype=float)[:3, 0], np.asarray(affine, dtype=float)[:3, 1])
-    norm = np.linalg.norm(n)
-    return n / norm if norm > 0 else n
-
-
 def check_axial_plane(normal: np.ndarray, what: str) -> str | None:
     """The one rule for how far slices may lean from axial, shared by the DICOM and NIfTI readers.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.io.geometry import check_axial_plane, display_mapping, display_slice_normal, to_display
+from sarcoscope.io.geometry import check_axial_plane, display_mapping, to_display
 from sarcoscope.io.pixels import IMPOSSIBLE_HU, clean_hu
 from sarcoscope.tissues import AIR_HU
 from sarcoscope.types import CTVolume, SeriesInfo, SourceGrid
@@ -90,7 +90,7 @@ def read_nifti(path: Path) -> CTVolume:
     lps = RAS_TO_LPS @ affine_ras
     steps = lps[:3, :3].T  # row a: LPS step along stored axis a
     mapping = display_mapping(steps, lps[:3, 3], shape, what)  # type: ignore[arg-type]
-    oblique = check_axial_plane(display_slice_normal(mapping.affine), what)
+    oblique = check_axial_plane(np.cross(mapping.affine[:3, 0], mapping.affine[:3, 1]), what)
     if oblique:
         warnings.append(oblique)
     if mapping.axes[0] != 2:

@@ -410,8 +410,6 @@ def _sub(raw: Any, cls: type, schema: dict, where: str, base: Path, paths: tuple
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {_strip_prefix(str(exc))}") from None
-    except TypeError as exc:  # a required key missing
-        raise ConfigError(f"{where}: {exc}; see docs/pacs.md") from None
 
 
 def _strip_prefix(message: str) -> str:
@@ -440,10 +438,7 @@ def _build(cls: type, raw: dict[str, Any], where: str, extra: dict[str, Any]) ->
     if missing:
         examples = "; ".join(str(schema[m][1]) for m in missing if m in schema)
         raise ConfigError(f"{where}: missing {', '.join(missing)}; add {examples}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required key missing
-        raise ConfigError(f"{where}: {exc}; see docs/pacs.md") from None
+    return cls(**kwargs)
 
 
 def parse_config(data: dict[str, Any], path: Path | None = None) -> PacsConfig:

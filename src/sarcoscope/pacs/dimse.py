@@ -481,9 +481,11 @@ _SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 _SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
+#: C-STORE status / STOW-RS failure reason "SOP class not supported" (PS3.7 C): permanent for that PACS.
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: C-STORE failure statuses (PS3.4 B.2.3, PS3.7 C) in words, by exact code or high byte.
 _STORE_FAILURES = {
-    0x0122: "SOP class not supported",
+    SOP_CLASS_NOT_SUPPORTED: "SOP class not supported",
     0x0124: "not authorised",
     0x0210: "duplicate invocation",
     0x0211: "unrecognised operation",
@@ -530,17 +532,20 @@ class SendError(PacsError):
 
     ``stored``: confirmed stored (success or warning status). ``unconfirmed``: the connection
     ended while it was being sent, so the PACS may or may not hold it. ``not_sent``: never
-    sent. Nothing is sent when the PACS refuses one of the SOP classes up front: then
-    ``refused_sop_classes`` names them (a permanent condition until the PACS is configured;
-    retrying cannot help) and ``stored`` and ``unconfirmed`` are empty. Result UIDs are deterministic: sending the same
-    files again stores the missing objects and does not duplicate the stored ones.
+    sent, or refused by the PACS. ``refused_sop_classes`` names the SOP classes the PACS does not
+    accept (a permanent condition until the PACS is configured; retrying cannot help): by C-STORE
+    they are refused up front, nothing is sent and ``stored`` and ``unconfirmed`` are empty; by
+    STOW-RS (failure reason 0x0122) the PACS may have stored the other objects of the request.
+    Result UIDs are deterministic: sending the same files again stores the missing objects and
+    does not duplicate the stored ones.
     """
 
     def __init__(
         self, message: str, *, stored: Sequence[ResultObject] = (), unconfirmed: Sequence[ResultObject] = (),
         not_sent: Sequence[ResultObject] = (), refused_sop_classes: Sequence[str] = (), status: int | None = None,
+        http_status: int | None = None,
     ) -> None:
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, http_status=http_status)
         self.refused_sop_classes = tuple(refused_sop_classes)
         self.stored = tuple(stored)
         self.unconfirmed = tuple(unconfirmed)
@@ -552,9 +557,33 @@ class SendError(PacsError):
         return [o.sop_instance_uid for o in self.stored]
 
     @property
+    def unconfirmed_uids(self) -> list[str]:
+        """SOPInstanceUIDs sent without an answer: the PACS may or may not hold them."""
+        return [o.sop_instance_uid for o in self.unconfirmed]
+
+    @property
     def partial(self) -> bool:
         """True when the PACS may hold some but not all of the objects."""
         return bool(self.stored or self.unconfirmed)
+
+
+def read_result_files(paths: Sequence[Path]) -> tuple[list[Dataset], list[ResultObject]]:
+    """Read result files to send (C-STORE or STOW-RS): their datasets and what each one is.
+
+    An unreadable file is an ``ExportError`` naming it (raised before any network traffic; the
+    node retries it like a disk error), never an "internal error".
+    """
+    datasets = []
+    for p in paths:
+        try:
+            datasets.append(dcmread(p))
+        except Exception as exc:  # noqa: BLE001 - an unreadable result file, before any network
+            raise ExportError(f"cannot read result file {p} to send it: {exc}") from exc
+    objects = [
+        ResultObject(result_kind(str(d.SOPClassUID)), str(d.SOPClassUID), str(d.SOPInstanceUID), Path(p).name)
+        for p, d in zip(paths, datasets)
+    ]
+    return datasets, objects
 
 
 def _store_failure_words(code: int) -> str:
@@ -628,16 +657,7 @@ def store_files(node: PacsNode, calling_aet: str, paths: Sequence[Path]) -> list
     """
     if not paths:
         return []
-    datasets = []
-    for p in paths:
-        try:
-            datasets.append(dcmread(p))
-        except Exception as exc:  # noqa: BLE001 - an unreadable result file, before any network
-            raise ExportError(f"cannot read result file {p} to send it: {exc}") from exc
-    objects = [
-        ResultObject(result_kind(str(d.SOPClassUID)), str(d.SOPClassUID), str(d.SOPInstanceUID), Path(p).name)
-        for p, d in zip(paths, datasets)
-    ]
+    datasets, objects = read_result_files(paths)
     syntaxes_of = [str(d.file_meta.TransferSyntaxUID) for d in datasets]
     pairs = sorted(set(zip((o.sop_class_uid for o in objects), syntaxes_of)))
     contexts = []

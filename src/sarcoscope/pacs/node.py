@@ -29,6 +29,7 @@ from pathlib import Path
 from sarcoscope.errors import ConfigError, ExportError, L3NotFound, ModelError, PacsError, SarcoscopeError
 from sarcoscope.pacs.audit import AuditLog, failure_reason
 from sarcoscope.pacs.config import LocalNode
+from sarcoscope.pacs.dimse import SOP_CLASS_NOT_SUPPORTED, SendError
 from sarcoscope.pacs.queue import Job, JobQueue
 from sarcoscope.pacs.scp import StorageSCP, StoredInstance
 from sarcoscope.pacs.uids import is_valid_uid
@@ -48,8 +49,6 @@ ProcessFn = Callable[[Path, Path], Sequence[Path]]  # (images folder, results fo
 #: Sends the files; returns the SOPInstanceUIDs stored (None: the node reads them from the files).
 SendFn = Callable[[Sequence[Path]], "Sequence[str] | None"]
 
-#: C-STORE status "SOP class not supported" (PS3.7 C): permanent for that PACS.
-STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
 
 #: The locator's advice to give --slices, which the node cannot take per study.
 _SLICES_ADVICE = re.compile(
@@ -62,17 +61,17 @@ def refuses_sop_class(exc: BaseException) -> bool:
     (a permanent condition: retrying cannot help until its configuration changes): judged by
     what the sender knows (``dimse.SendError.refused_sop_classes``, status 0x0122), never by the
     wording of a message."""
-    if getattr(exc, "refused_sop_classes", None):
+    if isinstance(exc, SendError) and exc.refused_sop_classes:
         return True
-    return isinstance(exc, PacsError) and exc.status == STATUS_SOP_CLASS_NOT_SUPPORTED
+    return isinstance(exc, PacsError) and exc.status == SOP_CLASS_NOT_SUPPORTED
 
 
 def stored_before_failure(exc: BaseException) -> tuple[list[str], list[str]]:
     """(stored, unconfirmed) SOPInstanceUIDs of a send that failed part-way, when the error says
     so (``dimse.SendError``): confirmed by the PACS / sent without an answer."""
-    stored = [str(u) for u in (getattr(exc, "stored_uids", None) or ())]
-    unconfirmed = [str(getattr(o, "sop_instance_uid", o)) for o in (getattr(exc, "unconfirmed", None) or ())]
-    return stored, unconfirmed
+    if not isinstance(exc, SendError):
+        return [], []
+    return exc.stored_uids, exc.unconfirmed_uids
 
 
 def sop_instance_uids(files: Sequence[Path]) -> list[str]:
@@ -248,16 +247,16 @@ class Node:
             log.warning("job %s: the send stopped part-way (%d result object(s) stored, %d unconfirmed)",
                         job.id, len(stored), len(unconfirmed))
         reason = self._node_reason(job, exc)
-        permanent = refuses_sop_class(exc)
         site = isinstance(exc, SITE_PROBLEMS)
-        if isinstance(exc, RETRYABLE + SITE_PROBLEMS) and not permanent and job.attempts < self.local.max_attempts:
+        retryable = isinstance(exc, RETRYABLE + SITE_PROBLEMS) and not refuses_sop_class(exc)
+        if retryable and job.attempts < self.local.max_attempts:
             delay = backoff_s(job.attempts, self.local.retry_base_s, self.local.retry_max_s)
             self.queue.retry_later(job, reason, delay)
             self.audit.record("retry", study_uid=job.study_uid, job=job.id, attempt=job.attempts,
                               delay_s=delay, reason=reason, **sent)
             log.warning("job %s attempt %d failed (%s); retrying in %.0f s", job.id, job.attempts, reason, delay)
             return
-        known = isinstance(exc, SarcoscopeError) or permanent
+        known = isinstance(exc, SarcoscopeError)
         if not known:
             reason = f"internal error: {type(exc).__name__}: {reason}"
         job = self.queue.fail(job, reason)
@@ -270,7 +269,7 @@ class Node:
             self._discard_failed(job)
         if not known:
             log.error("job %s: internal error", job.id, exc_info=exc)  # a bug: keep the traceback
-        elif isinstance(exc, RETRYABLE + SITE_PROBLEMS) and not permanent:
+        elif retryable:
             log.error("job %s failed after %d attempts: %s", job.id, job.attempts, reason)
         else:
             log.error("job %s failed: %s", job.id, reason)

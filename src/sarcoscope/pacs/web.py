@@ -1,7 +1,8 @@
 """DICOMweb client side (dicomweb-client): QIDO-RS queries, WADO-RS retrieval, STOW-RS upload.
 
 The same records and errors as the DIMSE side (``dimse.StudyRecord`` / ``SeriesRecord``,
-``PacsError`` with ``http_status``), so callers do not care which protocol was used. WADO-RS
+``PacsError`` with ``http_status``, ``dimse.SendError`` saying which result objects the PACS
+holds after a failed send), so callers do not care which protocol was used. WADO-RS
 asks for the instances as stored (any transfer syntax) and writes each to disk as it arrives.
 
 Credentials come from ``[nodes.X.auth]`` (HTTP basic or bearer token; the secret is read from a
@@ -11,16 +12,23 @@ passes through ``config.redact_url``, so a ``user:password@`` in ``dicomweb_url`
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
+from pydicom.uid import UID
 
 from sarcoscope.errors import PacsError, SarcoscopeError
 from sarcoscope.pacs.config import PacsNode, redact_url, url_has_credentials
-from sarcoscope.pacs.dimse import InstanceBrief, RetrieveStats, SeriesRecord, StudyQuery, StudyRecord, _brief
+from sarcoscope.pacs.dimse import (
+    SOP_CLASS_NOT_SUPPORTED, InstanceBrief, ResultObject, RetrieveStats, SendError, SeriesRecord, StudyQuery,
+    StudyRecord, _brief, _store_failure_words, read_result_files,
+)
 from sarcoscope.pacs.uids import check_uid
 
 log = logging.getLogger(__name__)
@@ -35,7 +43,10 @@ def _auth_table(node: PacsNode) -> str:
     return f"[nodes.{node.name}.auth]"
 
 
-def _client(node: PacsNode):
+def _client(node: PacsNode, on_response: Callable | None = None):
+    """A dicomweb-client for ``node``; ``on_response(response)`` sees every HTTP answer as it
+    arrives (STOW-RS reads the body itself: dicomweb-client drops it on an HTTP error, and
+    ignores it when the media type carries parameters)."""
     if not node.dicomweb_url:
         raise PacsError(
             f"node {node.name!r} has no dicomweb_url; set it in the configuration or pass --dicomweb-url, "
@@ -55,7 +66,9 @@ def _client(node: PacsNode):
             session.auth = (str(node.auth.username), secret)
         else:
             session.auth = _Bearer(secret)
-    client = DICOMwebClient(url=node.dicomweb_url.rstrip("/"), session=session, timeout=node.timeout_s)
+    hook = (lambda response, *args, **kwargs: on_response(response)) if on_response is not None else None
+    client = DICOMwebClient(url=node.dicomweb_url.rstrip("/"), session=session, timeout=node.timeout_s,
+                            callback=hook)
     # dicomweb-client retries every failure (even "connection refused") for ~30 s; fail fast and
     # let the caller decide (the node retries whole jobs with its own back-off).
     client.set_http_retry_params(retry=False)
@@ -242,23 +255,219 @@ def wado_series(node: PacsNode, study_uid: str, series_uid: str, folder: Path,
     return RetrieveStats(folder, n, n_bytes, seconds, tuple(sorted(syntaxes)))
 
 
+# -- STOW-RS ----------------------------------------------------------------------------------
+#: Store Instances Response attributes (PS3.18 10.5.3), as DICOM JSON and XML name them.
+_FAILED_SOP_SEQUENCE = "00081198"
+_REFERENCED_SOP_SEQUENCE = "00081199"
+_REFERENCED_SOP_INSTANCE_UID = "00081155"
+_FAILURE_REASON = "00081197"
+_WARNING_REASON = "00081196"
+#: STOW-RS failure reasons (PS3.18 Table 10.5.3-3) beyond the C-STORE statuses ``dimse`` knows.
+_STOW_FAILURES = {0x0110: "processing failure", 0xC122: "transfer syntax not supported"}
+
+
+@dataclass(frozen=True)
+class _StowAnswer:
+    """What a STOW-RS response body says instance by instance; empty when it says nothing usable."""
+
+    referenced: frozenset[str] = frozenset()
+    failed: dict[str, int | None] = field(default_factory=dict)  # SOPInstanceUID -> FailureReason
+    warnings: dict[str, int | None] = field(default_factory=dict)  # SOPInstanceUID -> WarningReason
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.referenced or self.failed)
+
+
+def _reason(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _json_items(doc: object) -> dict[str, list[dict[str, str]]]:
+    """The items of the two response sequences in DICOM JSON (PS3.18 F.2): tag -> first value."""
+    if isinstance(doc, list):  # some servers wrap the response dataset in an array
+        doc = doc[0] if doc else {}
+    doc = {str(k).upper(): v for k, v in doc.items()} if isinstance(doc, dict) else {}
+    out: dict[str, list[dict[str, str]]] = {}
+    for seq in (_FAILED_SOP_SEQUENCE, _REFERENCED_SOP_SEQUENCE):
+        element = doc.get(seq)
+        items = element.get("Value") if isinstance(element, dict) else None
+        out[seq] = [
+            {str(tag).upper(): str(el["Value"][0]) for tag, el in item.items()
+             if isinstance(el, dict) and isinstance(el.get("Value"), list) and el["Value"]}
+            for item in items or () if isinstance(item, dict)
+        ]
+    return out
+
+
+def _xml_items(root: ElementTree.Element) -> dict[str, list[dict[str, str]]]:
+    """The same from the Native DICOM Model (PS3.19 A.1, ``application/dicom+xml``)."""
+    def local(el: ElementTree.Element) -> str:
+        return str(el.tag).rsplit("}", 1)[-1]
+
+    out: dict[str, list[dict[str, str]]] = {_FAILED_SOP_SEQUENCE: [], _REFERENCED_SOP_SEQUENCE: []}
+    for attr in root:
+        seq = (attr.get("tag") or "").upper()
+        if local(attr) != "DicomAttribute" or seq not in out:
+            continue
+        for item in (i for i in attr if local(i) == "Item"):
+            values = {}
+            for el in (e for e in item if local(e) == "DicomAttribute"):
+                value = next((v.text for v in el if local(v) == "Value" and v.text), None)
+                if value is not None:
+                    values[(el.get("tag") or "").upper()] = value.strip()
+            out[seq].append(values)
+    return out
+
+
+def _stow_answer(response) -> _StowAnswer:
+    """Read the Store Instances Response from ``response`` (DICOM JSON or XML, whichever the
+    server sent; media type parameters such as ``charset`` ignored)."""
+    body = response.content or b""
+    media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    start = body.lstrip()[:1]
+    try:
+        if media.endswith("json") or (not media.endswith("xml") and start in (b"{", b"[")):
+            items = _json_items(json.loads(body))
+        elif media.endswith("xml") or start == b"<":
+            items = _xml_items(ElementTree.fromstring(body))
+        else:
+            return _StowAnswer()
+    except (ValueError, ElementTree.ParseError) as exc:  # JSON, encoding and XML errors alike
+        log.warning("STOW-RS answer (HTTP %d, %s) could not be read: %s", response.status_code,
+                    media or "no media type", exc)
+        return _StowAnswer()
+    uid = _REFERENCED_SOP_INSTANCE_UID
+    referenced = items[_REFERENCED_SOP_SEQUENCE]
+    return _StowAnswer(
+        referenced=frozenset(i[uid] for i in referenced if i.get(uid)),
+        failed={i[uid]: _reason(i.get(_FAILURE_REASON)) for i in items[_FAILED_SOP_SEQUENCE] if i.get(uid)},
+        warnings={i[uid]: _reason(i.get(_WARNING_REASON)) for i in referenced if i.get(uid) and i.get(_WARNING_REASON)},
+    )
+
+
+def _failure_words(code: int | None) -> str:
+    if code is None:
+        return "no failure reason given"
+    return f"failure reason 0x{code:04X} ({_STOW_FAILURES.get(code) or _store_failure_words(code)})"
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a request failed before any byte of it reached the server (no connection made)."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        cause = exc.args[0] if exc.args else None
+        return isinstance(getattr(cause, "reason", cause), NewConnectionError)  # refused, host unknown
+    return not isinstance(exc, requests.exceptions.RequestException)  # e.g. encoding, before the POST
+
+
+def _no_answer(node: PacsNode, objects: Sequence[ResultObject], exc: BaseException | None) -> PacsError:
+    if exc is not None and _never_sent(exc):
+        return _wrap(node, "STOW-RS upload", exc)  # nothing left this machine: a plain PACS error
+    why = f"{type(exc).__name__}: " if exc is not None else ""
+    return SendError(
+        f"STOW-RS to {_url(node)}: no answer to the upload ({why}the connection closed, or no answer within "
+        f"{node.timeout_s:g} s), so the PACS may or may not hold {', '.join(o.describe() for o in objects)}. "
+        "Check the server log, then send again: the same UIDs are used, so the missing objects are added "
+        "and none is duplicated",
+        unconfirmed=objects,
+    )
+
+
+def _stow_error(
+    node: PacsNode, code: int, answer: _StowAnswer, stored: Sequence[ResultObject],
+    unconfirmed: Sequence[ResultObject], not_sent: Sequence[ResultObject],
+) -> SendError:
+    refused = [o for o in not_sent if answer.failed.get(o.sop_instance_uid) == SOP_CLASS_NOT_SUPPORTED]
+    reasons = [answer.failed[o.sop_instance_uid] for o in not_sent if o.sop_instance_uid in answer.failed]
+    # the permanent condition first: a processing failure (0x0110) must not hide a refused class
+    status = SOP_CLASS_NOT_SUPPORTED if refused else next((r for r in reasons if r is not None), None)
+    failed = [f"{o.kind} ({o.file_name}): {_failure_words(answer.failed[o.sop_instance_uid])}"
+              for o in not_sent if o.sop_instance_uid in answer.failed]
+    if failed:
+        what = "the PACS did not store " + "; ".join(failed)
+    elif code >= 400:
+        what = _http_hint(node, code)
+    else:
+        what = "the answer does not confirm every instance"
+    held = ("Stored in the PACS: " + ", ".join(o.describe() for o in stored)) if stored else \
+        "The PACS confirmed none of them"
+    maybe = ("; the PACS may or may not hold " + ", ".join(o.describe() for o in unconfirmed)
+             + " (its answer does not say)") if unconfirmed else ""
+    missing = f"; not stored: {', '.join(o.kind for o in not_sent)}" if not_sent else ""
+    if refused:
+        classes = ", ".join(f"{UID(c).name or 'SOP class'} ({c})" for c in sorted({o.sop_class_uid for o in refused}))
+        tail = (f"The PACS does not accept {classes} by STOW-RS: configure it to accept them, or send by C-STORE "
+                "(--send-via store) if it accepts them there; sending again cannot help until then")
+        if stored or unconfirmed:
+            tail += " (the PACS may now hold an incomplete result set)"
+    elif stored or unconfirmed:
+        tail = ("The PACS may now hold an incomplete result set. Fix the cause and send again: the same UIDs "
+                "are used, so the missing objects are added and none is duplicated")
+    else:
+        tail = "Nothing was stored; fix the cause and send again"
+    return SendError(
+        f"STOW-RS to {_url(node)} answered HTTP {code}: {what}. {held}{maybe}{missing}. {tail}",
+        stored=stored, unconfirmed=unconfirmed, not_sent=not_sent,
+        refused_sop_classes=sorted({o.sop_class_uid for o in refused}), status=status, http_status=code,
+    )
+
+
 def stow_files(node: PacsNode, paths: Sequence[Path]) -> list[str]:
-    """STOW-RS the files; returns the stored SOPInstanceUIDs, PacsError if any failed."""
+    """STOW-RS the files in one request; returns the SOPInstanceUIDs the server confirmed.
+
+    The answer is read instance by instance (``ReferencedSOPSequence`` / ``FailedSOPSequence``,
+    DICOM JSON or XML, also from an HTTP error such as 409). Unless the server confirms every
+    instance, raises ``dimse.SendError`` as C-STORE does: ``stored`` (confirmed), ``unconfirmed``
+    (sent, the answer does not say: no answer, an HTTP 5xx without a body), ``not_sent`` (failed,
+    or refused as a whole by an HTTP 4xx) and ``refused_sop_classes`` (failure reason 0x0122:
+    permanent, never worth a retry). An HTTP 200 without a response body returns no UIDs (the
+    server stored them all, it says, but not which) and logs a warning. A request that never
+    reached the server is a plain ``PacsError``; an unreadable file an ``ExportError``.
+    """
     if not paths:
         return []
-    datasets = [dcmread(p) for p in paths]
+    datasets, objects = read_result_files(paths)
+    answers: list = []  # every HTTP answer, as it arrived (dicomweb-client hides the body of an error)
+    failure: Exception | None = None
     try:
-        rsp = _client(node).store_instances(datasets)
-    except SarcoscopeError:  # PacsError, ConfigError (credentials) as they are
+        _client(node, on_response=answers.append).store_instances(datasets)
+    except SarcoscopeError:  # ConfigError (credentials) as it is
         raise
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(node, "STOW-RS upload", exc) from exc
-    failed = rsp.get("FailedSOPSequence", []) if rsp is not None else []
-    if failed:
-        reasons = sorted({int(i.get("FailureReason", 0)) for i in failed})
-        raise PacsError(
-            f"STOW-RS to {_url(node)}: {len(failed)} of {len(datasets)} instance(s) refused "
-            f"(failure reasons {', '.join(f'0x{r:04X}' for r in reasons)})",
-            status=reasons[0] if reasons else None,
-        )
-    return [str(d.SOPInstanceUID) for d in datasets]
+    except Exception as exc:  # noqa: BLE001 - judged below from the answer itself, or wrapped
+        failure = exc
+    if not answers:
+        raise _no_answer(node, objects, failure) from failure
+    response = answers[-1]
+    code = response.status_code
+    answer = _stow_answer(response)
+    stored, unconfirmed, not_sent = [], [], []
+    for o in objects:
+        uid = o.sop_instance_uid
+        if uid in answer.failed:
+            not_sent.append(o)
+        elif uid in answer.referenced:
+            stored.append(o)
+            if uid in answer.warnings:
+                log.warning("STOW-RS of the %s to %s: stored with warning reason 0x%04X", o.kind, node.name,
+                            answer.warnings[uid] or 0)
+        elif 400 <= code < 500:  # the request was refused as a whole (PS3.18 10.5.3): none stored
+            not_sent.append(o)
+        else:
+            unconfirmed.append(o)
+    if code < 300 and not not_sent:
+        if not unconfirmed:
+            log.info("STOW-RS to %s: %d instance(s)", node.name, len(stored))
+            return [o.sop_instance_uid for o in stored]
+        if code == 200 and not answer.usable:
+            log.warning("STOW-RS to %s: HTTP 200 without a Store Instances Response: the server says it stored "
+                        "all %d instance(s) but not which; none is reported as confirmed", node.name, len(objects))
+            return []
+    raise _stow_error(node, code, answer, stored, unconfirmed, not_sent) from failure

@@ -125,10 +125,11 @@ def retrieve_series(
 def send_files(node: PacsNode, local: LocalNode, paths: Sequence[Path], via: SendVia) -> list[str]:
     """Send result files to ``node`` by C-STORE or STOW-RS; returns the stored SOPInstanceUIDs.
 
-    By C-STORE, a PACS that refuses one of the SOP classes gets nothing (``SendError``, checked
-    on the negotiated presentation contexts before the first object), and a failure part-way
-    raises ``SendError`` whose ``stored`` / ``unconfirmed`` / ``not_sent`` (and message) say
-    which objects the PACS holds, for the caller's audit record.
+    A failure raises ``SendError`` whose ``stored`` / ``unconfirmed`` / ``not_sent`` (and message)
+    say which objects the PACS holds, for the caller's audit record, and ``refused_sop_classes``
+    which classes it will never accept. By C-STORE such a PACS gets nothing (checked on the
+    negotiated presentation contexts before the first object); by STOW-RS the answer's
+    Referenced/FailedSOPSequence says what was stored.
     """
     if via == "store":
         return dimse.store_files(node, local.ae_title, list(paths))

@@ -10,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from sarcoscope.errors import InputError
+from sarcoscope.segment.body import BODY_HU
 
 #: Every abdominal CT slice has fat (about −100 HU) or air below this somewhere.
 FAT_OR_AIR_HU = -50.0
 #: ... on at least this share of its pixels (subcutaneous fat alone is far more).
 MIN_FAT_OR_AIR_SHARE = 0.005
-#: Pixels above this count as body for the median below.
-BODY_HU = -500.0
 #: The body's median HU is below this on any CT of the trunk (measured −39…+153 on the real
 #: files of ../shared/data, fat-free phantoms included); +900 and more when the intercept is lost.
 MAX_BODY_MEDIAN_HU = 400.0

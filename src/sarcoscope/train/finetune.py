@@ -54,7 +54,14 @@ import numpy as np
 import torch
 
 from sarcoscope.errors import ConfigError, ExportError, InputError
-from sarcoscope.evaluate import CaseAgreement, compare_case, summarise, summary_table, write_report
+from sarcoscope.evaluate import (
+    CaseAgreement,
+    compare_case,
+    report_file_names,
+    summarise,
+    summary_table,
+    write_report,
+)
 from sarcoscope.io.sources import same_file
 from sarcoscope.segment.onnx_model import N_COMPARTMENTS, GridSpec, OnnxSegmenter, compartments_from_tissues
 from sarcoscope.train.annotations import IDENTITY_MAP, PairScan, format_value_map, load_reference, scan_pairs
@@ -68,10 +75,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_LABELS = ("before", "after")
 #: Every file a fine-tuning run writes into its report folder (and removes there first).
-REPORT_FILES: tuple[str, ...] = ("summary.md", "metrics.jsonl", "best.pt", "last.pt") + tuple(
-    f"{stem}_{label}.{ext}" for label in REPORT_LABELS
-    for stem, ext in (("cases", "csv"), ("summary", "json"), ("bland_altman", "png"), ("scatter", "png"))
-)
+REPORT_FILES: frozenset[str] = report_file_names(REPORT_LABELS) | {"summary.md", "metrics.jsonl", "best.pt", "last.pt"}
 
 
 @dataclass(frozen=True)
@@ -203,10 +207,6 @@ def _as_set(items: list[AnnotatedSlice], cfg: Config, spec: GridSpec, path: Path
     return CachedSet(np.stack([c[0] for c in canv]), np.stack([c[1] for c in canv]), ("user",) * len(items), path)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _clean_report_dir(report_dir: Path) -> None:
     """Remove the files an earlier run wrote here (``REPORT_FILES``); nothing else."""
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -312,12 +312,13 @@ def finetune(
     rest, hold_items = split_holdout(items, cfg.finetune.holdout_fraction)
     train_items, val_items = split_validation(rest, cfg.finetune.holdout_fraction)
 
-    init_sha = _sha256(init) if init is not None else None
-
+    init_sha: str | None = None
     notes: list[str] = []
     before: list[CaseAgreement] = []
     if init is not None:
-        before = _score(OnnxSegmenter(init), hold_items)
+        start = OnnxSegmenter(init)
+        init_sha = start.sha256
+        before = _score(start, hold_items)
         model, spec = unet_from_onnx(init)
         cfg, grid_note = on_model_grid(cfg, spec)
         if grid_note:
