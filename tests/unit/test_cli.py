@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -248,3 +249,28 @@ def test_csv_or_labels_naming_a_file_that_out_receives_is_refused(fake_analyze, 
         err = " ".join(capsys.readouterr().err.split())
         assert rc == 5 and f"is the {name} that --out {out} receives" in err
     assert fake_analyze == [] and not out.exists()
+
+
+def test_parallel_runs_appending_to_one_csv_keep_every_row(monkeypatch, tmp_path):
+    # a batch with several workers: each run copies the CSV, appends, replaces it
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sarcoscope.cli.analyze as cli_analyze
+    from sarcoscope.cli.analyze import write_outputs
+
+    real_copy = cli_analyze.shutil.copyfile
+
+    def slow_copy(src, dst):  # widen the window in which another run could replace the file
+        real_copy(src, dst)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(cli_analyze.shutil, "copyfile", slow_copy)
+    table = tmp_path / "rows.csv"
+    result = _fake_result("2")
+    write_outputs(result, out_dir=None, csv_path=table, input_label="scan-0")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda i: write_outputs(result, out_dir=None, csv_path=table, input_label=f"scan-{i}"),
+                      range(1, 13)))
+    rows = table.read_text(encoding="utf-8").splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == sorted(f"scan-{i}" for i in range(13))
+    assert not (tmp_path / "rows.csv.lock").exists()

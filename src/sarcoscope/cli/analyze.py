@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,6 +133,7 @@ def write_outputs(
     t0 = time.perf_counter()
     check_output_paths(out_dir=out_dir, labels_path=labels_path, csv_path=csv_path)
     stage = Staging()
+    locks = ExitStack()  # the CSV's lock, held from its copy until the moves are done
     try:
         json_staged: Path | None = None
         if out_dir is not None:
@@ -158,10 +160,11 @@ def write_outputs(
             stage.moves.append((staged, labels_path))
         if csv_path is not None:
             csv_path = Path(csv_path)
-            from sarcoscope.export.csv import append_csv
+            from sarcoscope.export.csv import append_csv, csv_lock
 
             tmp = stage.stage_dir(csv_path.parent)
             staged = tmp / csv_path.name
+            locks.enter_context(csv_lock(csv_path))
             if csv_path.is_file():
                 shutil.copyfile(csv_path, staged)
             append_csv(result, staged, input_label)
@@ -182,6 +185,8 @@ def write_outputs(
     except BaseException:
         stage.cleanup()
         raise
+    finally:
+        locks.close()
     return Written(tuple(paths), time.perf_counter() - t0)
 
 

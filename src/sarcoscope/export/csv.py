@@ -10,6 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sarcoscope import __version__
@@ -95,6 +99,45 @@ def result_rows(result: AnalysisResult, input_label: str) -> list[dict[str, str]
             row[f"{key}_mean_hu"] = t.mean_hu if t else None
         rows.append({c: _cell(row[c]) for c in COLUMNS})
     return rows
+
+
+#: A lock file older than this is left by a run that died while writing: taken over.
+STALE_LOCK_S = 300.0
+
+
+@contextmanager
+def csv_lock(path: Path, timeout_s: float = 120.0) -> Iterator[None]:
+    """Hold ``<name>.lock`` beside the CSV while a run copies, appends to and replaces it.
+
+    A batch run with several workers appending to one CSV would otherwise have each worker
+    replace the file with its own copy, and the rows of the others would be lost without a
+    word. An exclusively created file is the lock (no extra dependency, works on Windows).
+    """
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+                    lock.unlink(missing_ok=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() > deadline:
+                raise ExportError(
+                    f"--csv {path}: another sarcoscope run has been writing it for over {timeout_s:.0f} s "
+                    f"({lock.name} exists); if no run is writing, delete {lock}"
+                ) from None
+            time.sleep(0.05)
+        except OSError as exc:
+            raise ExportError(f"--csv {path}: cannot create {lock.name} ({exc.strerror or exc}).") from exc
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def check_existing_csv(path: Path) -> bool:
