@@ -128,7 +128,7 @@ def test_url_credentials_never_reach_the_log_or_job_files(tmp_path: Path) -> Non
 
 # -- 2. the node's records ------------------------------------------------------------------------
 def test_node_sent_record_names_protocol_and_sop_instance_uids(tmp_path: Path) -> None:
-    node = _node(tmp_path, lambda files: None)  # a sender that returns nothing: UIDs read from the files
+    node = _node(tmp_path, lambda files: None, keep_results=True)  # a sender that returns nothing: UIDs from the files
     folder = _stage(node)
     node.run_job(node.queue.claim())
     recs = read_audit(node.audit.path)
@@ -140,6 +140,15 @@ def test_node_sent_record_names_protocol_and_sop_instance_uids(tmp_path: Path) -
     expected = [str(dcmread(result_dir / n).SOPInstanceUID) for n in ("seg.dcm", "sr.dcm")]
     assert (sent["node"], sent["via"], sent["sop_instance_uids"]) == ("pacs", "store", expected)
     assert not folder.exists()
+
+
+def test_sent_results_are_deleted_unless_the_site_keeps_them(tmp_path: Path) -> None:
+    for keep in (False, True):
+        node = _node(tmp_path / str(keep), lambda files: None, keep_results=keep)
+        _stage(node)
+        node.run_job(node.queue.claim())
+        [done] = node.queue.jobs("done")
+        assert (node.results / done.id).is_dir() is keep
 
 
 # -- 3. retention of failed jobs -------------------------------------------------------------------

@@ -148,7 +148,8 @@ _LOCAL_KEYS = {
     "work_dir": ("path", 'work_dir = "/var/lib/sarcoscope"'), "audit_log": ("path", None),
     "send_back_to": ("str", 'send_back_to = "pacs"'), "quiet_period_s": ("number", "quiet_period_s = 10"),
     "max_attempts": ("int", "max_attempts = 6"), "retry_base_s": ("number", "retry_base_s = 5"),
-    "retry_max_s": ("number", "retry_max_s = 600"), "tls": ("table", None),
+    "retry_max_s": ("number", "retry_max_s = 600"), "keep_results": ("bool", "keep_results = true"),
+    "tls": ("table", None),
 }
 _TLS_KEYS = {
     "ca_file": ("path", 'ca_file = "hospital-ca.pem"'), "cert_file": ("path", None),
@@ -341,6 +342,9 @@ class LocalNode:
     max_attempts: int = 6
     retry_base_s: float = 5.0
     retry_max_s: float = 600.0
+    #: node: keep each sent job's SEG/SR/key image in work_dir/results/<job>/ (they carry the
+    #: patient module; the PACS has them once sent, so by default they are deleted then)
+    keep_results: bool = False
     tls: TlsSettings | None = None
 
     def __post_init__(self) -> None:

@@ -234,6 +234,8 @@ class Node:
                               via=self.send_via, sop_instance_uids=uids, files=[p.name for p in files])
             self.queue.complete(replace(job, sent=True))
             self._remove_images(job)
+            if not self.local.keep_results:  # the PACS holds them now; no second copy of patient data
+                shutil.rmtree(self.results / job.id, ignore_errors=True)
             log.info("job %s done: %d result object(s) sent", job.id, len(files))
         except Exception as exc:  # noqa: BLE001 - every failure settles the job; a bug must not kill the node
             self._settle_failure(job, exc)
