@@ -137,7 +137,8 @@ def explain_failed_association(assoc, node: PacsNode, calling_aet: str) -> PacsE
             f"PACS {node.describe()} accepted the connection but closed the association from {calling_aet!r} "
             f"without answering it (or gave no answer within {node.timeout_s:g} s). Usual causes: it does not "
             f"know calling AE {calling_aet!r} (register calling AE {calling_aet!r} and our host/port at the PACS, "
-            f"or set [local] ae_title / --calling-aet to one it knows), or TLS is on at one side only or its "
+            f"or set [local] ae_title / --calling-aet to one it knows), its own AE title is not "
+            f"{node.ae_title!r} (check ae_title of node {node.name!r}), or TLS is on at one side only or its "
             f"certificate is not trusted (compare node {node.name!r}'s tls settings with the PACS); the PACS's "
             "log says which"
         )
