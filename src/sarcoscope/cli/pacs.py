@@ -212,9 +212,9 @@ def check_writable_dir(path: Path, what: str, setting: str) -> None:
 
 
 def _check_audit_dir(local: "LocalNode") -> None:
-    if local.audit_log is None:  # work_dir/audit.jsonl
-        check_writable_dir(local.work_dir, "work_dir", "[local] work_dir or --work-dir")
-    else:
+    """work_dir (images, results, the audit key) and, when set apart, the audit log's folder."""
+    check_writable_dir(local.work_dir, "work_dir", "[local] work_dir or --work-dir")
+    if local.audit_log is not None:
         check_writable_dir(local.audit_log.parent, "audit log folder", "[local] audit_log or --audit-log")
 
 
@@ -417,7 +417,6 @@ def analyze_pacs_command(
     _, pnode, local = _load(config, node, host, port, aet, dicomweb_url, calling_aet, local_port, work_dir,
                             tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, timeout_s=timeout_s,
                             tls_check_hostname=tls_check_hostname, audit_log=audit_log)
-    check_writable_dir(local.work_dir, "work_dir", "[local] work_dir or --work-dir")
     check_tls_files(local=local, server=via == Via.move)  # our receiver for C-MOVE
     if via != Via.wado or (send_back and send_via == SendVia.store):
         check_host_resolves(pnode)
@@ -468,7 +467,6 @@ def node_settings(
         from dataclasses import replace
 
         target = replace(target, tls=send_tls)
-    check_writable_dir(local.work_dir, "work_dir", "[local] work_dir or --work-dir")
     _check_audit_dir(local)
     check_tls_files(target, local, server=True, options="--send-tls-*")
     _warn_url_credentials(target)
